@@ -1,0 +1,177 @@
+"""Typed models for Postee-format config: the shared machinery.
+
+Postee decodes YAML with Go's ``encoding/json`` rules; Herald keeps what users rely on and
+is strict where Postee silently failed:
+
+- unknown keys are kept and *warned about* (Postee configs carry v1 leftovers);
+- YAML scalars bound to string fields become strings (``timeout: 10`` -> ``"10"``);
+- any other type mismatch is an error naming the key path and the value.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
+
+from app import redact
+from app.errors import ConfigError
+
+
+def _to_str(value: Any) -> Any:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    raise ValueError(f"expected a string, got {type(value).__name__}")
+
+
+def _to_str_list(value: Any) -> Any:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ValueError(f"expected a list, got {type(value).__name__}")
+    return value
+
+
+PStr = Annotated[str, BeforeValidator(_to_str)]
+PStrList = Annotated[list[PStr], BeforeValidator(_to_str_list)]
+
+
+class Secret:
+    """A secret value: redacted in repr, str and every log line."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+        redact.register(value)
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __repr__(self) -> str:
+        return "Secret('***')" if self._value else "Secret('')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+def _to_secret(value: Any) -> Secret:
+    """Postee expands a leading ``$NAME`` from the environment (empty when unset)."""
+    if isinstance(value, Secret):
+        return value
+    text = _to_str(value)
+    if text.startswith("$") and len(text) > 1:
+        text = os.environ.get(text[1:].strip("{}"), "")
+    return Secret(text)
+
+
+SecretStr = Annotated[Secret, BeforeValidator(_to_secret)]
+
+
+def read_secret_file(path: str, key: str) -> Secret:
+    try:
+        return Secret(Path(path).read_text().strip())
+    except OSError as exc:
+        raise ConfigError(f"cannot read secret file {path!r}: {exc.strerror}", key, path) from None
+
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$")
+_GO_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_UNIT = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "ns": 1e-9, "us": 1e-6, "µs": 1e-6}
+
+
+def parse_duration(value: Any, path: str) -> float:
+    """Seconds from ``10``, ``"600s"``, ``"2 d"``, ``"1m"`` (Postee) or Go durations (``"1m30s"``)."""
+    if isinstance(value, bool):
+        raise ConfigError(f"expected a duration such as '30s', got {value!r}", path, value)
+    if isinstance(value, (int, float)):
+        return float(value)
+    text = str(value).replace(" ", "").lower()
+    m = _DURATION.match(text)
+    if m:
+        return float(m.group(1)) * _UNIT[m.group(2) or "s"]
+    parts = _GO_DURATION.findall(text)
+    if parts and "".join(n + u for n, u in parts) == text:
+        return sum(float(n) * _UNIT[u] for n, u in parts)
+    raise ConfigError(f"expected a duration such as '30s', '10m', '2h', got {value!r}", path, value)
+
+
+class PosteeModel(BaseModel):
+    """Base of every config model: hyphenated keys, unknown keys kept for a warning."""
+
+    model_config = ConfigDict(
+        extra="allow",
+        populate_by_name=True,
+        alias_generator=lambda name: name.replace("_", "-"),
+        arbitrary_types_allowed=True,
+        frozen=False,
+    )
+
+    def unknown_keys(self) -> list[str]:
+        return sorted((self.model_extra or {}).keys())
+
+
+M = TypeVar("M", bound=PosteeModel)
+
+_SECRET_KEYS = {"password", "token", "pagerduty-auth-token", "pagerduty-routing-key",
+                "dependency-track-api-key", "api-key"}
+
+
+def _loc_path(prefix: str, loc: tuple[Any, ...]) -> str:
+    path = prefix
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif isinstance(part, str) and not part.startswith(("function-", "list[", "str", "int")):
+            path += f".{part}" if path else part
+    return path
+
+
+def _value_at(data: Any, loc: tuple[Any, ...]) -> Any:
+    cur = data
+    for part in loc:
+        try:
+            cur = cur[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return cur
+
+
+def validate_model(model: type[M], data: Any, path: str) -> tuple[M, list[str]]:
+    """Validate ``data`` into ``model``; returns the instance and warnings for unknown keys.
+
+    Raises ``ConfigError`` listing every problem with its key path and value.
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(f"expected a mapping, got {type(data).__name__}", path, data)
+    try:
+        obj = model.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            key_path = _loc_path(path, loc)
+            value = _value_at(data, loc)
+            shown = "***" if loc and loc[-1] in _SECRET_KEYS else repr(value)
+            msg = err["msg"].removeprefix("Value error, ")
+            problems.append(f"{key_path}: {msg} (value: {shown})")
+        raise ConfigError("; ".join(problems)) from None
+    warnings = [f"{path}.{k}: unknown key, ignored" for k in obj.unknown_keys()]
+    return obj, warnings

@@ -1,0 +1,155 @@
+"""JSON encoding byte-compatible with Go's ``encoding/json``, which Postee used.
+
+Postee users' goldens depend on it: map keys sorted, ``<``, ``>``, ``&``, U+2028 and U+2029
+escaped as ``\\u003c`` etc., floats in Go's shortest form (``1e+21``, ``0.000015``), and
+``MarshalIndent`` with the given indent (``jsonformat`` uses one space).
+"""
+
+from __future__ import annotations
+
+import math
+from decimal import Decimal
+from typing import Any
+
+_ESCAPES = {
+    '"': '\\"',
+    "\\": "\\\\",
+    "\n": "\\n",
+    "\r": "\\r",
+    "\t": "\\t",
+    "<": "\\u003c",
+    ">": "\\u003e",
+    "&": "\\u0026",
+    "\u2028": "\\u2028",
+    "\u2029": "\\u2029",
+}
+
+
+def _quote(s: str) -> str:
+    out = ['"']
+    for ch in s:
+        esc = _ESCAPES.get(ch)
+        if esc is not None:
+            out.append(esc)
+        elif ch < " ":
+            out.append("\\u%04x" % ord(ch))
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+def format_float(x: float) -> str:
+    """Go's ``encoding/json`` float64 format."""
+    if math.isnan(x) or math.isinf(x):
+        raise ValueError(f"unsupported float value {x!r}")
+    if x == 0:
+        return "-0" if math.copysign(1.0, x) < 0 else "0"
+    a = abs(x)
+    r = repr(x)
+    if 1e-6 <= a < 1e21:
+        text = format(Decimal(r), "f")
+        if "." in text:
+            text = text.rstrip("0").rstrip(".")
+        return text
+    mant, _, exp = r.partition("e")
+    if not exp:  # repr chose positional; convert to Go's exponent form
+        mant, exp = f"{x:.17e}".split("e")
+        mant = repr(float(mant)).removesuffix(".0")
+    sign = exp[0] if exp[0] in "+-" else "+"
+    digits = exp.lstrip("+-").lstrip("0") or "0"
+    if sign == "-" and len(digits) == 1:
+        return f"{mant.removesuffix('.0')}e-{digits}"
+    return f"{mant.removesuffix('.0')}e{sign}{digits.zfill(2)}"
+
+
+def _encode(v: Any, indent: str | None, level: int, out: list[str]) -> None:
+    if v is None:
+        out.append("null")
+    elif v is True:
+        out.append("true")
+    elif v is False:
+        out.append("false")
+    elif isinstance(v, str):
+        out.append(_quote(v))
+    elif isinstance(v, int):
+        out.append(str(v))
+    elif isinstance(v, float):
+        out.append(format_float(v))
+    elif isinstance(v, dict):
+        if not v:
+            out.append("{}")
+            return
+        items = sorted((str(k), val) for k, val in v.items())
+        out.append("{")
+        for i, (k, val) in enumerate(items):
+            if i:
+                out.append(",")
+            if indent is not None:
+                out.append("\n" + indent * (level + 1))
+            out.append(_quote(k))
+            out.append(": " if indent is not None else ":")
+            _encode(val, indent, level + 1, out)
+        if indent is not None:
+            out.append("\n" + indent * level)
+        out.append("}")
+    elif isinstance(v, (list, tuple, set, frozenset)):
+        seq = sorted(v, key=marshal) if isinstance(v, (set, frozenset)) else v
+        if not seq:
+            out.append("[]")
+            return
+        out.append("[")
+        for i, val in enumerate(seq):
+            if i:
+                out.append(",")
+            if indent is not None:
+                out.append("\n" + indent * (level + 1))
+            _encode(val, indent, level + 1, out)
+        if indent is not None:
+            out.append("\n" + indent * level)
+        out.append("]")
+    else:
+        raise TypeError(f"cannot encode {type(v).__name__} as JSON")
+
+
+def marshal(v: Any) -> str:
+    """``json.Marshal``: compact, sorted keys, HTML-escaped."""
+    out: list[str] = []
+    _encode(v, None, 0, out)
+    return "".join(out)
+
+
+def marshal_indent(v: Any, indent: str = " ") -> str:
+    """``json.MarshalIndent(v, "", indent)``."""
+    out: list[str] = []
+    _encode(v, indent, 0, out)
+    return "".join(out)
+
+
+def format_value(v: Any) -> str:
+    """Go's ``fmt.Sprintf("%v", v)`` for decoded JSON values (used by dedup keys)."""
+    if v is None:
+        return "<nil>"
+    if v is True:
+        return "true"
+    if v is False:
+        return "false"
+    if isinstance(v, str):
+        return v
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if v == int(v) and abs(v) < 1e21:
+            return str(int(v))
+        r = repr(v)
+        if "e" in r:
+            mant, exp = r.split("e")
+            sign = exp[0] if exp[0] in "+-" else "+"
+            return f"{mant}e{sign}{exp.lstrip('+-').zfill(2)}"
+        return r
+    if isinstance(v, dict):
+        inner = " ".join(f"{k}:{format_value(v[k])}" for k in sorted(v))
+        return f"map[{inner}]"
+    if isinstance(v, list):
+        return "[" + " ".join(format_value(x) for x in v) + "]"
+    return str(v)
