@@ -1,0 +1,1 @@
+"""Rego policy evaluation: engines, route filters and templates."""

@@ -1,0 +1,110 @@
+"""The policy engine interface and the embedded engine (regorus).
+
+Herald evaluates Rego through ``PolicyEngine`` only, so the embedded engine and an OPA server
+are interchangeable. Rules for the embedded engine (gordon-to-regorus):
+
+- an ``Engine`` is *unsendable*: it must be used only on the thread that created it, so engines
+  are created where they are used (the worker's event-loop thread);
+- Postee templates are Rego v0; ``v0=True`` turns that parser on;
+- ``jsonformat`` (Postee's custom builtin) is registered on every engine.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Protocol
+
+import orjson
+import regorus
+
+from app import gojson
+from app.errors import PolicyError
+
+_BACKTRACE = re.compile(r"\n*Stack backtrace:.*", re.S)
+
+
+def clean_error(exc: BaseException) -> str:
+    """regorus errors carry a Rust backtrace when RUST_BACKTRACE is set; keep the message."""
+    return _BACKTRACE.sub("", str(exc)).strip()
+
+
+def jsonformat(value: Any) -> str:
+    """Postee's builtin: Go ``json.MarshalIndent(v, "", " ")`` (sorted keys, HTML-escaped)."""
+    return gojson.marshal_indent(value, " ")
+
+
+class PolicyEngine(Protocol):
+    """What Herald needs from a Rego engine."""
+
+    def add_module(self, path: str, source: str) -> str:
+        """Compile a module; returns its package (``data.x.y``). Raises ``PolicyError``."""
+
+    def add_data(self, data: dict[str, Any]) -> None:
+        """Merge a JSON document into ``data``."""
+
+    def set_input_json(self, text: str) -> None:
+        """Set ``input`` from JSON text (the fastest path)."""
+
+    def eval_path(self, path: str) -> Any:
+        """Value of a document such as ``data.postee.allow``; ``None`` when undefined."""
+
+    def packages(self) -> list[str]:
+        """Packages compiled so far."""
+
+
+class EmbeddedEngine:
+    """regorus, in process."""
+
+    kind = "embedded"
+
+    def __init__(self, v0: bool = True) -> None:
+        self._engine = regorus.Engine()
+        self._engine.set_rego_v0(v0)
+        self._engine.add_extension("jsonformat", 1, jsonformat)
+        self._packages: list[str] = []
+
+    def add_module(self, path: str, source: str) -> str:
+        try:
+            package = self._engine.add_policy(path, source)
+        except RuntimeError as exc:
+            raise PolicyError(clean_error(exc), path) from None
+        self._packages.append(package)
+        return str(package)
+
+    def add_data(self, data: dict[str, Any]) -> None:
+        self._engine.add_data_json(orjson.dumps(data).decode())
+
+    def set_input_json(self, text: str) -> None:
+        self._engine.set_input_json(text)
+
+    def eval_path(self, path: str) -> Any:
+        try:
+            result = self._engine.eval_query(path)
+        except RuntimeError as exc:
+            raise PolicyError(clean_error(exc), path) from None
+        rows = result.get("result") or []
+        if not rows:
+            return None
+        exprs = rows[0].get("expressions") or []
+        return exprs[0].get("value") if exprs else None
+
+    def eval_rule(self, path: str) -> Any:
+        """Faster than ``eval_path`` for a single rule (no query parsing)."""
+        try:
+            return self._engine.eval_rule(path)
+        except RuntimeError as exc:
+            raise PolicyError(clean_error(exc), path) from None
+
+    def packages(self) -> list[str]:
+        return list(self._packages)
+
+
+def make_engine(kind: str = "embedded", opa_url: str = "", v0: bool = True) -> Any:
+    """An engine of the configured kind: ``embedded`` (regorus) or ``opa`` (an OPA server)."""
+    if kind == "embedded":
+        return EmbeddedEngine(v0=v0)
+    if kind == "opa":
+        from app.policy.opa import OpaEngine
+
+        return OpaEngine(opa_url, v0=v0)
+    raise PolicyError(f"unknown engine {kind!r}; use 'embedded' or 'opa'", "herald.engine")

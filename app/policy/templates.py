@@ -1,0 +1,218 @@
+"""Templates: turn an event into content (Postee §2.4, §3.5, §4).
+
+A template is one of:
+- ``rego-package``: a package of the template library (built-in directory, then user directories,
+  recursively, ``custom/`` included), queried as ``data.<package>``;
+- ``body``: an inline Rego module, compiled with the ``common`` helpers;
+- ``url``: a Rego module fetched once at start, then like ``body``;
+- ``legacy-scan-renderer``: Postee's built-in html/slack/jira renderers for Aqua scans.
+
+Unlike Postee, a library file that does not compile makes only its own packages unavailable;
+the error (path and line) is reported at start.
+"""
+
+from __future__ import annotations
+
+import logging
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import orjson
+
+from app.content import Content, content_from_result
+from app.errors import PolicyError, TemplateError
+from app.policy.engine import PolicyEngine, make_engine
+
+log = logging.getLogger("herald.templates")
+
+BUILTIN_TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "rego" / "templates"
+COMMON_DIR = BUILTIN_TEMPLATE_DIR / "common"
+
+EngineFactory = Callable[[], PolicyEngine]
+
+
+def default_engine_factory() -> PolicyEngine:
+    return make_engine("embedded")  # type: ignore[no-any-return]
+
+
+class Template(Protocol):
+    name: str
+
+    def render(self, event_json: str) -> Content: ...
+
+    def supports_aggregation(self) -> bool: ...
+
+    def aggregate(self, items: list[Content]) -> Content: ...
+
+
+def aggregation_items(items: list[Content]) -> list[dict[str, Any]]:
+    """Postee's aggregation input: one object per content; a description that is a JSON array
+    of objects (Slack blocks) is parsed, anything else stays a string."""
+    out = []
+    for c in items:
+        desc: Any = c.description
+        text = desc.lstrip()
+        if text.startswith("["):
+            try:
+                parsed = orjson.loads(text)
+            except orjson.JSONDecodeError:
+                parsed = None
+            if isinstance(parsed, list) and all(isinstance(x, dict) for x in parsed):
+                desc = parsed
+        item = c.to_dict()
+        item.pop("owners", None)
+        item["description"] = desc
+        out.append(item)
+    return out
+
+
+@dataclass
+class TemplateLibrary:
+    """Every rego module under the template directories, compiled into one engine."""
+
+    dirs: list[Path]
+    engine_factory: EngineFactory = default_engine_factory
+    errors: list[str] = field(default_factory=list)
+    files: dict[str, list[str]] = field(default_factory=dict)  # package -> files defining it
+
+    def __post_init__(self) -> None:
+        self.engine = self.engine_factory()
+        self._load()
+
+    def _load(self) -> None:
+        seen: set[Path] = set()
+        for base in self.dirs:
+            if not base.is_dir():
+                if base != BUILTIN_TEMPLATE_DIR:
+                    self.errors.append(f"{base}: template directory does not exist")
+                continue
+            for path in sorted(base.rglob("*")):
+                if path in seen or "lost+found" in path.parts or not path.is_file():
+                    continue
+                seen.add(path)
+                if path.suffix == ".rego":
+                    try:
+                        package = self.engine.add_module(str(path), path.read_text())
+                    except PolicyError as exc:
+                        self.errors.append(str(exc))
+                        log.error("template file does not compile, its packages are unavailable: %s", exc)
+                        continue
+                    self.files.setdefault(package.removeprefix("data."), []).append(str(path))
+                elif path.suffix == ".json" and path.name != "package.json":
+                    try:
+                        self.engine.add_data(orjson.loads(path.read_bytes()))
+                    except (orjson.JSONDecodeError, PolicyError) as exc:
+                        self.errors.append(f"{path}: invalid data file: {exc}")
+
+    def has_package(self, package: str) -> bool:
+        prefix = package + "."
+        return package in self.files or any(p.startswith(prefix) for p in self.files)
+
+    def evaluate(self, package: str, input_json: str) -> Any:
+        self.engine.set_input_json(input_json)
+        return self.engine.eval_path(f"data.{package}")
+
+
+class PackageTemplate:
+    """``rego-package``: a package of the library."""
+
+    def __init__(self, name: str, package: str, library: TemplateLibrary) -> None:
+        # Postee's spelling is postee.vuls.cyclondx; accept the correct spelling too.
+        if not library.has_package(package) and package.endswith(".cyclonedx"):
+            package = package.removesuffix(".cyclonedx") + ".cyclondx"
+        if not library.has_package(package):
+            raise TemplateError(f"rego package {package!r} is not defined by any template file", name)
+        self.name = name
+        self.package = package
+        self.library = library
+        self._aggregation_pkg: str | None = None
+
+    def render(self, event_json: str) -> Content:
+        result = self.library.evaluate(self.package, event_json)
+        if result is None:
+            raise TemplateError(f"package {self.package} produced no result for this event", self.name)
+        if isinstance(result, dict) and isinstance(result.get("aggregation_pkg"), str):
+            self._aggregation_pkg = result["aggregation_pkg"]
+        return content_from_result(result, self.name)
+
+    def aggregation_package(self) -> str | None:
+        if self._aggregation_pkg is None:
+            # aggregation_pkg is usually a constant; evaluate it once with an empty input
+            try:
+                value = self.library.evaluate(self.package + ".aggregation_pkg", "{}")
+            except PolicyError:
+                value = None
+            self._aggregation_pkg = value if isinstance(value, str) else ""
+        return self._aggregation_pkg or None
+
+    def supports_aggregation(self) -> bool:
+        pkg = self.aggregation_package()
+        return bool(pkg and self.library.has_package(pkg))
+
+    def aggregate(self, items: list[Content]) -> Content:
+        pkg = self.aggregation_package()
+        if not pkg or not self.library.has_package(pkg):
+            raise TemplateError(f"aggregation package {pkg!r} is not defined", self.name)
+        result = self.library.evaluate(pkg, orjson.dumps(aggregation_items(items)).decode())
+        if result is None:
+            raise TemplateError(f"aggregation package {pkg} produced no result", self.name)
+        return content_from_result(result, f"{self.name} ({pkg})")
+
+
+class ModuleTemplate:
+    """``body`` or ``url``: one inline module compiled with the common helpers.
+
+    Herald also lets an inline template aggregate: ``aggregation_pkg`` naming a library package.
+    """
+
+    def __init__(self, name: str, source: str, origin: str, library: TemplateLibrary | None,
+                 engine_factory: EngineFactory = default_engine_factory) -> None:
+        self.name = name
+        self.engine = engine_factory()
+        for path in sorted(COMMON_DIR.glob("*.rego")):
+            self.engine.add_module(str(path), path.read_text())
+        try:
+            self.package = self.engine.add_module(origin, source).removeprefix("data.")
+        except PolicyError as exc:
+            raise TemplateError(str(exc), name) from None
+        self.library = library
+
+    def render(self, event_json: str) -> Content:
+        self.engine.set_input_json(event_json)
+        result = self.engine.eval_path(f"data.{self.package}")
+        result = _find_result(result)
+        if result is None:
+            raise TemplateError("property result is not found", self.name)
+        return content_from_result(result, self.name)
+
+    def supports_aggregation(self) -> bool:
+        return False
+
+    def aggregate(self, items: list[Content]) -> Content:
+        raise TemplateError("inline and url templates do not aggregate", self.name)
+
+
+def _find_result(doc: Any) -> Any:
+    """Postee: the first nested object under the module's document that has ``result``."""
+    if not isinstance(doc, dict):
+        return None
+    if "result" in doc:
+        return doc
+    for value in doc.values():
+        found = _find_result(value)
+        if found is not None:
+            return found
+    return None
+
+
+def fetch_template(url: str, timeout: float = 10.0) -> str:
+    """``url`` templates are fetched once at start (with a timeout, unlike Postee)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - user-configured
+            if resp.status > 399:
+                raise TemplateError(f"fetching {url} gave HTTP {resp.status}", url)
+            return resp.read().decode()
+    except OSError as exc:
+        raise TemplateError(f"cannot fetch template {url}: {exc}", url) from None
