@@ -1,0 +1,1 @@
+"""Thin faust agents: they move messages between topics and call plain functions."""

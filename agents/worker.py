@@ -1,0 +1,233 @@
+"""The worker: one faust app with the router agent and one agent per enabled action.
+
+    events topic ──router agent──▶ action.<name> topics ──action agents──▶ destinations
+                       │                                       │
+                       ├─▶ dlq.router, decisions               └─▶ dlq.<name>, deliveries
+
+Delivery semantics (at least once): an agent finishes an event only after its outgoing messages
+are handed to the producer, and faust flushes the producer before it commits offsets, so a
+committed offset never hides an unsent message. No exception escapes an agent loop: any failure
+becomes a dead-letter record with the source topic, partition and offset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import traceback
+from typing import Any
+
+import faust
+import orjson
+
+from actions import action_class
+from actions.base import Action
+from app.config import Config
+from app.errors import EventError
+from app.kafka_admin import ensure_topics
+from app.messages import ActionMessage, DeadLetter
+from app.router import EventMeta, Router
+from app.runner import Outcome, RetryPolicy, deliver
+from app.topics import Topics
+
+log = logging.getLogger("herald.worker")
+
+
+def broker_urls(bootstrap: str) -> list[str]:
+    return [f"kafka://{h.strip()}" for h in bootstrap.split(",") if h.strip()]
+
+
+def make_faust_app(config: Config) -> faust.App:
+    s = config.herald
+    return faust.App(
+        s.consumer_group,
+        broker=broker_urls(s.kafka_bootstrap_servers),
+        store="memory://",
+        web_enabled=False,
+        autodiscover=False,
+        topic_partitions=s.partitions,
+        topic_replication_factor=s.replication_factor,
+        topic_allow_declare=False,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        producer_linger=0.002,
+        broker_commit_interval=1.0,
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=1.0,
+        broker_rebalance_timeout=20.0,
+        broker_request_timeout=30.0,
+        stream_buffer_maxsize=4096,
+        processing_guarantee="exactly_once" if s.exactly_once else "at_least_once",
+    )
+
+
+class Worker:
+    """Builds the faust app for a config; the pieces are plain objects so tests can drive them."""
+
+    def __init__(self, config: Config, router: Router | None = None) -> None:
+        self.config = config
+        self.topics = Topics(config.herald.topic_prefix)
+        self.app = make_faust_app(config)
+        self.router = router or Router(config)
+        for err in self.router.errors:
+            log.error("%s", err)
+        raw = {"value_serializer": "raw", "key_serializer": "raw", "internal": False}
+        self.events = self.app.topic(self.topics.events, **raw)
+        self.router_dlq = self.app.topic(self.topics.router_dlq, **raw)
+        self.decisions = self.app.topic(self.topics.decisions, **raw)
+        self.deliveries = self.app.topic(self.topics.deliveries, **raw)
+        self.action_topics = {n: self.app.topic(self.topics.action(n), **raw) for n in config.actions}
+        self.dlq_topics = {n: self.app.topic(self.topics.dlq(n), **raw) for n in config.actions}
+        self.actions: dict[str, Action] = {  # type: ignore[type-arg]
+            name: action_class(cfg.type)(cfg) for name, cfg in config.actions.items()
+        }
+        self.app.agent(self.events, name="herald.router")(self._router_agent)
+        for name, cfg in config.actions.items():
+            self.app.agent(self.action_topics[name], name=f"herald.action.{name}", concurrency=cfg.concurrency)(
+                self._make_action_agent(name)
+            )
+        self.app.on_startup.connect(self._on_startup)
+        self._started: set[str] = set()
+        self._start_lock = asyncio.Lock()
+        self.routed = 0
+
+    def topic_names(self) -> list[str]:
+        return self.topics.all_for(list(self.config.actions))
+
+    async def _on_startup(self, app: Any, **kwargs: Any) -> None:
+        s = self.config.herald
+        await asyncio.get_running_loop().run_in_executor(
+            None, ensure_topics, s.kafka_bootstrap_servers, self.topic_names(), s.partitions, s.replication_factor
+        )
+
+    async def _send(self, topic: faust.TopicT, key: str, value: bytes) -> None:
+        # force=True: hand the message to the producer now (faust would otherwise hold it until the
+        # next commit, seconds later); faust flushes the producer before committing offsets.
+        fut = await topic.send(key=key.encode(), value=value, force=True)
+        if isinstance(fut, asyncio.Future):
+            fut.add_done_callback(self._on_sent)
+
+    def _on_sent(self, fut: asyncio.Future[Any]) -> None:
+        if not fut.cancelled() and fut.exception() is not None:
+            # The message may be lost if its source offset gets committed: stop the worker so the
+            # uncommitted events are processed again by the next one.
+            log.critical("producing to Kafka failed, stopping the worker: %s", fut.exception())
+            asyncio.ensure_future(self.app.crash(fut.exception()))  # type: ignore[arg-type]
+
+    # -- router -------------------------------------------------------------------------------
+    async def _router_agent(self, stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            msg = event.message
+            try:
+                await self.route_one(event.value, event.headers, msg.topic, msg.partition, msg.offset, msg.timestamp)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - nothing escapes the agent loop
+                log.exception("router failed on %s[%s]@%s", msg.topic, msg.partition, msg.offset)
+                await self._router_dead_letter(
+                    f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}", "InternalError",
+                    "", event.value, msg.topic, msg.partition, msg.offset,
+                )
+
+    async def route_one(self, raw: bytes, headers: Any, topic: str, partition: int, offset: int, ts: float) -> None:
+        meta = EventMeta.from_headers(headers, f"{topic}-{partition}-{offset}", ts)
+        try:
+            result = self.router.route(raw, meta)
+        except EventError as exc:
+            await self._router_dead_letter(str(exc), "EventError", meta.event_id, raw, topic, partition, offset)
+            return
+        for message in result.messages:
+            await self._send(self.action_topics[message.action], message.event_id, message.to_json())
+        for failure in result.failures:
+            await self._router_dead_letter(
+                f"route {failure.route}: {failure.error}", failure.error_type, meta.event_id, raw, topic, partition, offset
+            )
+        decision = result.decision(self.router.config_hash)
+        decision.update(topic=topic, partition=partition, offset=offset, received_at=meta.received_at)
+        await self._send(self.decisions, meta.event_id, orjson.dumps(decision))
+        self.routed += 1
+
+    async def _router_dead_letter(
+        self, error: str, error_type: str, event_id: str, raw: bytes, topic: str, partition: int, offset: int
+    ) -> None:
+        now = time.time()
+        record = DeadLetter(
+            stage="router", error=error, error_type=error_type, attempts=1, first_attempt_at=now,
+            last_attempt_at=now, source_topic=topic, source_partition=partition, source_offset=offset,
+            event_id=event_id, original=raw.decode("utf-8", "replace"),
+        )
+        await self._send(self.router_dlq, event_id or f"{topic}-{partition}-{offset}", record.to_json())
+
+    # -- actions ------------------------------------------------------------------------------
+    def _make_action_agent(self, name: str) -> Any:
+        async def action_agent(stream: faust.StreamT) -> None:
+            await self._ensure_started(name)
+            async for event in stream.events():
+                msg = event.message
+                try:
+                    await self.deliver_one(name, event.value, msg.topic, msg.partition, msg.offset)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - nothing escapes the agent loop
+                    log.exception("action agent %s failed on offset %s", name, msg.offset)
+                    now = time.time()
+                    record = DeadLetter(
+                        stage=name, error=f"{type(exc).__name__}: {exc}", error_type="InternalError", attempts=0,
+                        first_attempt_at=now, last_attempt_at=now, source_topic=msg.topic,
+                        source_partition=msg.partition, source_offset=msg.offset,
+                        original=event.value.decode("utf-8", "replace"),
+                    )
+                    await self._send(self.dlq_topics[name], f"{msg.topic}-{msg.partition}-{msg.offset}", record.to_json())
+
+        action_agent.__name__ = f"action_{name}"
+        return action_agent
+
+    async def _ensure_started(self, name: str) -> None:
+        async with self._start_lock:
+            if name not in self._started:
+                await self.actions[name].start()
+                self._started.add(name)
+
+    async def deliver_one(self, name: str, raw: bytes, topic: str, partition: int, offset: int) -> Outcome | None:
+        action = self.actions[name]
+        try:
+            message = ActionMessage.from_json(raw)
+        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            now = time.time()
+            record = DeadLetter(
+                stage=name, error=f"malformed action message: {exc}", error_type="MessageError", attempts=0,
+                first_attempt_at=now, last_attempt_at=now, source_topic=topic, source_partition=partition,
+                source_offset=offset, original=raw.decode("utf-8", "replace"),
+            )
+            await self._send(self.dlq_topics[name], f"{topic}-{partition}-{offset}", record.to_json())
+            return None
+
+        async def on_attempt(m: ActionMessage, attempt: int, outcome: Outcome) -> None:
+            record = {
+                "event_id": m.event_id, "route": m.route, "action": name, "attempt": attempt,
+                "outcome": "delivered" if outcome.delivered else "failed", "status": outcome.status,
+                "error": outcome.error, "latency_ms": round(outcome.latency * 1000, 3), "time": time.time(),
+                "redrive": m.redrive,
+            }
+            await self._send(self.deliveries, m.event_id, orjson.dumps(record))
+
+        outcome = await deliver(action, message, RetryPolicy.of(action.config), on_attempt=on_attempt)
+        if not outcome.delivered:
+            record = DeadLetter(
+                stage=name, error=outcome.error, error_type=outcome.error_type, attempts=outcome.attempts,
+                first_attempt_at=outcome.first_attempt_at, last_attempt_at=outcome.last_attempt_at,
+                source_topic=topic, source_partition=partition, source_offset=offset,
+                event_id=message.event_id, status=outcome.status, original=orjson.loads(raw),
+            )
+            await self._send(self.dlq_topics[name], message.event_id, record.to_json())
+            log.warning("action %s: dead-lettered event %s after %d attempt(s): %s",
+                        name, message.event_id, outcome.attempts, outcome.error)
+        return outcome
+
+
+def run_worker(config: Config, loglevel: str = "info") -> None:
+    worker = Worker(config)
+    s = config.herald
+    ensure_topics(s.kafka_bootstrap_servers, worker.topic_names(), s.partitions, s.replication_factor)
+    faust.Worker(worker.app, loglevel=loglevel, quiet=True, redirect_stdouts=False).execute_from_commandline()

@@ -1,0 +1,242 @@
+"""``herald``: the command line.
+
+    herald run            bridge and worker together (one machine)
+    herald bridge         the webhook bridge only
+    herald worker         the router and action agents only
+    herald check-config   validate a config file; exit 0 only when Herald would start
+    herald kafka-local    start|stop|status a local single-node Kafka on 127.0.0.1
+    herald render         render a template for an event file, without Kafka
+    herald test-route     which routes an event matches, and what each action would receive
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from app.config import Config, config_path, load_config
+from app.errors import ConfigError, HeraldError
+from app.redact import RedactingFilter
+
+log = logging.getLogger("herald")
+
+
+def setup_logging(debug: bool = False) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactingFilter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if debug else logging.INFO)
+    for noisy in ("aiokafka", "faust", "mode", "kafka"):
+        logging.getLogger(noisy).setLevel(logging.INFO if debug else logging.WARNING)
+
+
+def _load(args: argparse.Namespace) -> Config:
+    path = config_path(getattr(args, "config", None))
+    config = load_config(path)
+    if getattr(args, "bootstrap", None):
+        config.herald.kafka_bootstrap_servers = args.bootstrap
+    for warning in config.warnings:
+        log.warning("config: %s", warning)
+    return config
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = load_config(args.file)
+    from app.router import Router
+
+    problems = []
+    try:
+        router = Router(config)
+        problems = router.errors
+    except HeraldError as exc:
+        problems = [str(exc)]
+    for warning in config.warnings:
+        print(f"warning: {warning}")
+    for problem in problems:
+        print(f"error: {problem}")
+    if problems:
+        return 1
+    print(f"{args.file}: ok ({len(config.routes)} routes, {len(config.templates)} templates, "
+          f"{len(config.actions)} enabled actions)")
+    return 0
+
+
+def cmd_bridge(args: argparse.Namespace) -> int:
+    from app.bridge import run_bridge
+
+    config = _load(args)
+    setup_logging(config.herald.debug)
+    run_bridge(config)
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from agents.worker import run_worker
+
+    config = _load(args)
+    setup_logging(config.herald.debug)
+    run_worker(config, "debug" if config.herald.debug else "info")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Bridge and worker as two child processes; SIGINT/SIGTERM stops both."""
+    config = _load(args)
+    base = [sys.executable, "-m", "app.cli"]
+    extra = ["--config", config.path] + (["--bootstrap", args.bootstrap] if args.bootstrap else [])
+    procs = [subprocess.Popen(base + ["worker", *extra]), subprocess.Popen(base + ["bridge", *extra])]
+    print(
+        f"Herald is starting: POST events to http://{config.herald.http_listen}/ "
+        f"(Kafka {config.herald.kafka_bootstrap_servers}); Ctrl-C or kill {os.getpid()} stops it.",
+        file=sys.stderr, flush=True,
+    )
+
+    def stop(signum: int, frame: Any) -> None:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    codes = [p.wait() for p in procs]
+    return max(codes)
+
+
+def cmd_kafka_local(args: argparse.Namespace) -> int:
+    from app.kafka_local import LocalKafka
+
+    k = LocalKafka(Path(args.state_dir), port=args.port, controller_port=args.port + 1)
+    if args.op == "start":
+        pid = k.start()
+        print(f"Kafka running: pid {pid}, bootstrap {k.bootstrap}, logs {k.state_dir}")
+    elif args.op == "stop":
+        print("stopped" if k.stop() else "not running")
+    else:
+        status = k.status()
+        print(status)
+        return 0 if status.startswith("running") else 3
+    return 0
+
+
+def _read_event(path: str) -> bytes:
+    try:
+        return sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+    except OSError as exc:
+        raise HeraldError(f"cannot read event file {path}: {exc.strerror}") from None
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from app.policy.templates import BUILTIN_TEMPLATE_DIR, PackageTemplate, TemplateLibrary
+
+    dirs = [BUILTIN_TEMPLATE_DIR] + [Path(d) for d in args.template_dir]
+    library = TemplateLibrary(dirs)
+    for err in library.errors:
+        print(f"warning: {err}", file=sys.stderr)
+    raw = _read_event(args.input)
+    event = orjson.loads(raw)
+    if not isinstance(event, dict):
+        raise HeraldError(f"{args.input}: the event must be a JSON object")
+    aqua = args.aqua_server.rstrip("/") + "/#/images/" if args.aqua_server else ""
+    template = PackageTemplate("render", args.package, library)
+    content = template.render(orjson.dumps({**event, "postee": {"AquaServer": aqua}}).decode())
+    out = content.to_dict()
+    out.pop("owners")
+    sys.stdout.write(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode() + "\n")
+    return 0
+
+
+def cmd_test_route(args: argparse.Namespace) -> int:
+    from app.router import EventMeta, Router
+
+    config = load_config(config_path(args.config))
+    router = Router(config)
+    raw = _read_event(args.event)
+    result = router.route(raw, EventMeta(event_id="test-route", route=args.route))
+    report = {
+        "routes": {
+            name: {
+                "matched": v.matched,
+                "reason": v.reason,
+                "template": config.routes[name].template,
+                "actions": config.route_actions(config.routes[name]) if v.matched else [],
+            }
+            for name, v in result.verdicts.items()
+        },
+        "deliveries": [
+            {"route": m.route, "action": m.action, "content": {k: v for k, v in m.content.to_dict().items() if v}}
+            for m in result.messages
+        ],
+        "failures": [f.__dict__ for f in result.failures],
+    }
+    sys.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="herald", description="Security alert router (Postee-compatible) on Kafka.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def with_config(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--config", "-c", help="cfg.yaml path (default: $POSTEE_CFG or /config/cfg.yaml)")
+        sp.add_argument("--bootstrap", help="Kafka bootstrap servers (overrides config and KAFKA_BOOTSTRAP_SERVERS)")
+
+    for name, fn, text in (
+        ("run", cmd_run, "bridge and worker together"),
+        ("bridge", cmd_bridge, "the webhook bridge"),
+        ("worker", cmd_worker, "the router and action agents"),
+    ):
+        sp = sub.add_parser(name, help=text)
+        with_config(sp)
+        sp.set_defaults(fn=fn)
+
+    sp = sub.add_parser("check-config", help="validate a config file")
+    sp.add_argument("file")
+    sp.set_defaults(fn=cmd_check_config)
+
+    sp = sub.add_parser("kafka-local", help="a local single-node Kafka on 127.0.0.1")
+    sp.add_argument("op", choices=["start", "stop", "status"])
+    sp.add_argument("--state-dir", default=os.environ.get("HERALD_KAFKA_DIR", ".herald/kafka"))
+    sp.add_argument("--port", type=int, default=int(os.environ.get("HERALD_KAFKA_PORT", "9092")))
+    sp.set_defaults(fn=cmd_kafka_local)
+
+    sp = sub.add_parser("render", help="render a template package for an event, without Kafka")
+    sp.add_argument("--template-dir", action="append", default=[], help="user template directory (repeatable)")
+    sp.add_argument("--package", required=True, help="rego package, e.g. postee.vuls.html")
+    sp.add_argument("--input", required=True, help="event JSON file ('-' for stdin)")
+    sp.add_argument("--aqua-server", default="", help="Aqua console URL used for links")
+    sp.set_defaults(fn=cmd_render)
+
+    sp = sub.add_parser("test-route", help="dry-run an event through a config's routes")
+    sp.add_argument("--config", "-c")
+    sp.add_argument("--route", help="run only this route (as /tenant/{route})")
+    sp.add_argument("event", help="event JSON file ('-' for stdin)")
+    sp.set_defaults(fn=cmd_test_route)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.fn not in (cmd_bridge, cmd_worker):
+        setup_logging(False)
+    try:
+        return int(args.fn(args) or 0)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    except HeraldError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,204 @@
+"""Routing as a plain function: raw event -> action messages, dead letters and a decision record.
+
+Postee semantics (§3.1–3.3): every matching route fires; a route's actions get the content of
+its template, rendered once per event and route; ``/tenant/{route}`` events run only that route.
+``postee: {AquaServer: ...}`` is injected into the event before templating.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import orjson
+
+from app.config import Config
+from app.content import Content
+from app.errors import EventError, HeraldError, PolicyError, TemplateError
+from app.messages import ActionMessage
+from app.policy.engine import PolicyEngine, make_engine
+from app.policy.filters import RouteFilters, Verdict
+from app.policy.templates import (
+    BUILTIN_TEMPLATE_DIR,
+    ModuleTemplate,
+    PackageTemplate,
+    Template,
+    TemplateLibrary,
+    fetch_template,
+)
+
+log = logging.getLogger("herald.router")
+
+# Kafka headers the bridge sets; producers publishing directly may set any of them or none.
+H_EVENT_ID = "herald-event-id"
+H_RECEIVED_AT = "herald-received-at"
+H_ROUTE = "herald-route"
+H_SOURCE = "herald-source"
+H_USER_AGENT = "herald-user-agent"
+
+
+@dataclass
+class EventMeta:
+    event_id: str = ""
+    received_at: float = 0.0
+    route: str | None = None  # /tenant/{route}
+    source: str = ""
+
+    @classmethod
+    def from_headers(cls, headers: Any, fallback_id: str, timestamp: float) -> "EventMeta":
+        h: dict[str, str] = {}
+        for key, value in (headers.items() if isinstance(headers, dict) else headers or []):
+            if value is not None:
+                h[key] = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+        received = h.get(H_RECEIVED_AT, "")
+        return cls(
+            event_id=h.get(H_EVENT_ID) or fallback_id,
+            received_at=float(received) / 1000 if received.isdigit() else timestamp,
+            route=h.get(H_ROUTE) or None,
+            source=h.get(H_SOURCE, ""),
+        )
+
+
+def new_event_id() -> str:
+    return uuid.uuid4().hex
+
+
+def owners_of(event: dict[str, Any]) -> str:
+    """``application_scope_owners`` joined with ';' (non-string entries ignored; Postee panicked)."""
+    owners = event.get("application_scope_owners")
+    if not isinstance(owners, list):
+        return ""
+    return ";".join(o for o in owners if isinstance(o, str))
+
+
+@dataclass
+class RouteFailure:
+    route: str
+    error: str
+    error_type: str
+
+
+@dataclass
+class RoutingResult:
+    event_id: str
+    event: dict[str, Any] | None
+    messages: list[ActionMessage] = field(default_factory=list)
+    failures: list[RouteFailure] = field(default_factory=list)  # become router dead letters
+    verdicts: dict[str, Verdict] = field(default_factory=dict)
+    rendered: dict[str, Content] = field(default_factory=dict)  # route -> content
+
+    def decision(self, config_hash: str) -> dict[str, Any]:
+        return {
+            "event_id": self.event_id,
+            "time": time.time(),
+            "config_hash": config_hash,
+            "routes": {
+                name: {"matched": v.matched, "reason": v.reason} for name, v in self.verdicts.items()
+            },
+            "actions": [{"route": m.route, "action": m.action} for m in self.messages],
+            "failures": [f.__dict__ for f in self.failures],
+        }
+
+
+class Router:
+    """Compiled once at start (policies are never compiled per event)."""
+
+    def __init__(self, config: Config, engine_factory: Callable[[], PolicyEngine] | None = None) -> None:
+        self.config = config
+        settings = config.herald
+        factory = engine_factory or (lambda: make_engine(settings.engine, settings.opa_url))
+        self.filters = RouteFilters(list(config.routes.values()), settings.filters_path, config.rules, factory)
+        dirs = [BUILTIN_TEMPLATE_DIR] + [Path(d) for d in settings.template_dirs]
+        self.library = TemplateLibrary(dirs, factory)
+        self.templates: dict[str, Template] = {}
+        self.template_errors: dict[str, str] = {}
+        used = {r.template for r in config.routes.values()}
+        for name, tc in config.templates.items():
+            if name not in used:
+                continue
+            try:
+                self.templates[name] = self._build_template(name, tc, factory)
+            except HeraldError as exc:
+                self.template_errors[name] = str(exc)
+                log.error("template %s is unavailable: %s", name, exc)
+        self.aqua_server = config.aqua_server_url
+        self.config_hash = hashlib.sha256(
+            orjson.dumps({"path": config.path, "routes": sorted(config.routes)}, option=orjson.OPT_SORT_KEYS)
+        ).hexdigest()[:12]
+
+    def _build_template(self, name: str, tc: Any, factory: Callable[[], PolicyEngine]) -> Template:
+        # Postee's precedence: the last successful of legacy -> rego-package -> url -> body wins
+        if tc.body:
+            return ModuleTemplate(name, tc.body, f"template {name} (body)", self.library, factory)
+        if tc.url:
+            return ModuleTemplate(name, fetch_template(tc.url), tc.url.rsplit("/", 1)[-1], self.library, factory)
+        if tc.rego_package:
+            return PackageTemplate(name, tc.rego_package, self.library)
+        from app.legacy import LegacyTemplate
+
+        return LegacyTemplate(name, tc.legacy_scan_renderer, self.aqua_server)  # type: ignore[no-any-return]
+
+    @property
+    def errors(self) -> list[str]:
+        return self.library.errors + [f"template {n}: {e}" for n, e in self.template_errors.items()]
+
+    def parse(self, raw: bytes) -> dict[str, Any]:
+        try:
+            event = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise EventError(f"event is not valid JSON: {exc}") from None
+        if not isinstance(event, dict):
+            raise EventError(f"event must be a JSON object, got {type(event).__name__}")
+        return event
+
+    def render_input(self, event: dict[str, Any]) -> str:
+        """The template input: the event with ``postee.AquaServer`` injected (Postee §3.3 step 4)."""
+        return orjson.dumps({**event, "postee": {"AquaServer": self.aqua_server}}).decode()
+
+    def route(self, raw: bytes, meta: EventMeta) -> RoutingResult:
+        """Route one event. Raises ``EventError`` for an event that is not a JSON object."""
+        event = self.parse(raw)
+        result = RoutingResult(meta.event_id, event)
+        only = meta.route
+        if only is not None and only not in self.config.routes:
+            result.failures.append(RouteFailure(only, f"unknown route {only!r}", "EventError"))
+            return result
+        result.verdicts = self.filters.evaluate(raw.decode("utf-8", "replace"), only=only)
+        render_input: str | None = None
+        owners = owners_of(event)
+        for route_name, verdict in result.verdicts.items():
+            route = self.config.routes[route_name]
+            actions = self.config.route_actions(route)
+            if not verdict.matched or not actions:
+                continue
+            template = self.templates.get(route.template)
+            if template is None:
+                reason = self.template_errors.get(route.template, "template is not defined")
+                result.failures.append(RouteFailure(route_name, f"template {route.template}: {reason}", "TemplateError"))
+                continue
+            if render_input is None:
+                render_input = self.render_input(event)
+            try:
+                content = template.render(render_input)
+            except (TemplateError, PolicyError) as exc:
+                result.failures.append(RouteFailure(route_name, str(exc), type(exc).__name__))
+                continue
+            content.owners = owners
+            result.rendered[route_name] = content
+            for action in actions:
+                result.messages.append(
+                    ActionMessage(
+                        event_id=meta.event_id,
+                        route=route_name,
+                        action=action,
+                        content=content,
+                        event=event,
+                        received_at=meta.received_at,
+                    )
+                )
+        return result

@@ -1,0 +1,105 @@
+"""The action runner: the only place that retries, counts and decides to dead-letter.
+
+Exponential backoff with jitter, honouring ``Retry-After``, bounded by attempts and a deadline.
+Any exception an action raises that is not an ``ActionError`` is treated as permanent (a bug in
+the action must not loop forever) and reported with its type.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass
+from typing import Awaitable, Callable
+
+from actions.base import Action, ActionConfig
+from app.errors import ActionError, RetryableActionError
+from app.messages import ActionMessage
+from app.redact import redact
+
+log = logging.getLogger("herald.runner")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 5
+    deadline: float = 300.0
+    initial_backoff: float = 0.5
+    max_backoff: float = 30.0
+
+    @classmethod
+    def of(cls, config: ActionConfig) -> "RetryPolicy":
+        return cls(config.retry_max_attempts, config.retry_deadline, config.retry_initial_backoff, config.retry_max_backoff)
+
+    def backoff(self, attempt: int, retry_after: float | None, rng: random.Random) -> float:
+        """Delay before attempt ``attempt + 1``: full exponential step with 50–100 % jitter,
+        or the peer's ``Retry-After`` when it is longer."""
+        step = min(self.max_backoff, self.initial_backoff * (2 ** (attempt - 1)))
+        delay = step * rng.uniform(0.5, 1.0)
+        if retry_after is not None:
+            delay = max(delay, retry_after)
+        return delay
+
+
+@dataclass
+class Outcome:
+    delivered: bool
+    attempts: int
+    first_attempt_at: float
+    last_attempt_at: float
+    error: str = ""
+    error_type: str = ""
+    status: int | None = None
+    latency: float = 0.0
+
+
+AttemptHook = Callable[[ActionMessage, int, Outcome], Awaitable[None]]
+
+
+async def deliver(
+    action: Action,  # type: ignore[type-arg]
+    message: ActionMessage,
+    policy: RetryPolicy,
+    *,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    clock: Callable[[], float] = time.time,
+    rng: random.Random | None = None,
+    on_attempt: AttemptHook | None = None,
+) -> Outcome:
+    """Deliver ``message`` with retries. Never raises (except cancellation)."""
+    rng = rng or random.Random()
+    first = clock()
+    attempt = 0
+    while True:
+        attempt += 1
+        started = clock()
+        try:
+            await action.deliver(message)
+        except asyncio.CancelledError:
+            raise
+        except ActionError as exc:
+            outcome = Outcome(False, attempt, first, clock(), redact(str(exc)), type(exc).__name__, exc.status)
+            retry_after = exc.retry_after if isinstance(exc, RetryableActionError) else None
+            retryable = exc.retryable
+        except Exception as exc:  # noqa: BLE001 - an action bug becomes a dead letter, not a crash
+            outcome = Outcome(False, attempt, first, clock(), redact(f"{type(exc).__name__}: {exc}"), "PermanentActionError")
+            retry_after, retryable = None, False
+            log.exception("action %s raised an unexpected error", action.name)
+        else:
+            outcome = Outcome(True, attempt, first, clock(), latency=clock() - started)
+            if on_attempt:
+                await on_attempt(message, attempt, outcome)
+            return outcome
+        outcome.latency = outcome.last_attempt_at - started
+        if on_attempt:
+            await on_attempt(message, attempt, outcome)
+        if not retryable or attempt >= policy.max_attempts:
+            return outcome
+        delay = policy.backoff(attempt, retry_after, rng)
+        if clock() + delay - first > policy.deadline:
+            outcome.error += f" (gave up: next retry in {delay:.1f}s would pass the {policy.deadline:g}s deadline)"
+            return outcome
+        log.info("action %s: attempt %d failed (%s); retrying in %.2fs", action.name, attempt, outcome.error, delay)
+        await sleep(delay)

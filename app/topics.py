@@ -1,0 +1,54 @@
+"""Every topic name, derived in one place from the configured prefix (default ``herald.``).
+
+    <prefix>events                  raw events (bridge or any producer)
+    <prefix>action.<name>           one per enabled action: messages for it
+    <prefix>dlq.<name>              one per enabled action: dead letters
+    <prefix>dlq.router              events the router could not route or render
+    <prefix>decisions               one record per routed event (what matched and why)
+    <prefix>deliveries              one record per delivery attempt outcome
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def safe(name: str) -> str:
+    """Kafka topic names allow [A-Za-z0-9._-]; anything else in an action name becomes '_'."""
+    return _UNSAFE.sub("_", name)
+
+
+@dataclass(frozen=True)
+class Topics:
+    prefix: str = "herald."
+
+    @property
+    def events(self) -> str:
+        return f"{self.prefix}events"
+
+    @property
+    def router_dlq(self) -> str:
+        return f"{self.prefix}dlq.router"
+
+    @property
+    def decisions(self) -> str:
+        return f"{self.prefix}decisions"
+
+    @property
+    def deliveries(self) -> str:
+        return f"{self.prefix}deliveries"
+
+    def action(self, name: str) -> str:
+        return f"{self.prefix}action.{safe(name)}"
+
+    def dlq(self, name: str) -> str:
+        return f"{self.prefix}dlq.{safe(name)}"
+
+    def all_for(self, action_names: list[str]) -> list[str]:
+        names = [self.events, self.router_dlq, self.decisions, self.deliveries]
+        for a in action_names:
+            names += [self.action(a), self.dlq(a)]
+        return names
