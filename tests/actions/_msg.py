@@ -1,0 +1,27 @@
+"""Small helpers shared by the action tests of issue 5 (messages and fixtures)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from app.content import Content
+from app.messages import ActionMessage
+
+FIXTURES = Path(os.environ.get("HERALD_FIXTURES", "/work/shared/fixtures"))
+
+
+def fixture(name: str) -> dict[str, Any]:
+    return json.loads((FIXTURES / "postee" / name).read_text())
+
+
+def message(description: str, event: dict[str, Any] | None = None, action: str = "a") -> ActionMessage:
+    return ActionMessage(
+        event_id="ev-1",
+        route="r",
+        action=action,
+        content=Content(title="t", description=description),
+        event=event,
+    )
