@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import hashlib
 import html
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from html.parser import HTMLParser
-from typing import Annotated, Any
+from typing import Annotated, Any, Generic, TypeVar
 
 from pydantic import BeforeValidator
 
 from app.configmodel import Secret, parse_duration
-from app.errors import ConfigError
+from app.errors import ConfigError, RetryableActionError
 from app.messages import ActionMessage
+
+R = TypeVar("R")
 
 POSTEE_DOCS_URL = "https://github.com/aquasecurity/postee#general-settings"
 
@@ -161,3 +165,42 @@ def html_to_text(text: str, markdown: bool = False) -> str:
         if line or (out and out[-1]):
             out.append(line)
     return "\n".join(out).strip()
+
+
+class PendingRequests(Generic[R]):
+    """Partly delivered requests (multi-part Slack messages, use-mx domains), kept between the
+    runner's attempts at the same message so a retry resumes instead of repeating what the
+    peer already accepted. In memory and bounded: after a restart or eviction the message is
+    rebuilt and sent whole (at-least-once)."""
+
+    def __init__(self, limit: int = 1024) -> None:
+        self.limit = limit
+        self._items: OrderedDict[str, R] = OrderedDict()
+
+    def pop(self, key: str) -> R | None:
+        return self._items.pop(key, None)
+
+    def keep(self, key: str, request: R) -> None:
+        self._items[key] = request
+        self._items.move_to_end(key)
+        while len(self._items) > self.limit:
+            self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+async def deliver_resumable(
+    pending: PendingRequests[R], message: ActionMessage, build: Callable[[ActionMessage], R],
+    send: Callable[[R], Awaitable[None]],
+) -> None:
+    """Send the pending request for ``message`` (or a new one); keep it if a retry may follow."""
+    key = message.idempotency_key
+    request = pending.pop(key)
+    if request is None:
+        request = build(message)
+    try:
+        await send(request)
+    except RetryableActionError:
+        pending.keep(key, request)
+        raise

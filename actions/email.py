@@ -9,7 +9,8 @@ Postee-compatible keys; where Herald differs, on purpose:
   MX hosts (Postee sent every recipient to every domain's MX). MX hosts are tried in preference
   order; a domain without MX records falls back to the domain itself (RFC 5321). If a domain
   cannot be delivered, the send fails (Postee logged and reported success). Domains already
-  delivered are remembered on the request, so a retry does not mail them again.
+  delivered are remembered between the runner's retries of the message, so a retry does not
+  mail them again (in memory; after a restart the message is sent whole).
 - ``port`` defaults to 25 with ``use-mx`` (Postee used port 0).
 - Verdicts: SMTP 4xx and connection problems retry, SMTP 5xx is permanent. If only some
   recipients are refused the mail went to the others; that is permanent (a retry would
@@ -30,7 +31,7 @@ from email.utils import format_datetime
 import aiosmtplib
 from pydantic import Field, StrictBool, StrictInt, field_validator, model_validator
 
-from actions._common import Timeout, html_to_text
+from actions._common import PendingRequests, Timeout, deliver_resumable, html_to_text
 from actions.base import Action, ActionConfig
 from app.configmodel import PStr, PStrList, SecretStr
 from app.errors import ActionError, PermanentActionError, RetryableActionError
@@ -180,6 +181,11 @@ class EmailAction(Action[EmailConfig, EmailRequest]):
         super().__init__(config)
         # Injectable so tests (and exotic setups) can answer MX lookups themselves.
         self.resolver: MxResolver = DnsMxResolver()
+        self._pending: PendingRequests[EmailRequest] = PendingRequests()
+
+    async def deliver(self, message: ActionMessage) -> None:
+        # use-mx may deliver some domains before failing on another: resume, don't repeat.
+        await deliver_resumable(self._pending, message, self.build_payload, self.send)
 
     def build_payload(self, message: ActionMessage) -> EmailRequest:
         cfg = self.config

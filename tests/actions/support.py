@@ -43,11 +43,16 @@ def make_message(
     )
 
 
+BUILT: list[Any] = []  # closed after each test by conftest.py
+
+
 def build_action(data: dict[str, Any]) -> Any:
     """Validate a config dict the way the config loader does and build the action."""
     cls = action_class(str(data["type"]))
     cfg, _ = validate_model(cls.config_model, data, "actions[0]")
-    return cls(cfg)
+    action = cls(cfg)
+    BUILT.append(action)
+    return action
 
 
 @asynccontextmanager

@@ -364,12 +364,12 @@ async def test_use_mx_failure_is_an_error_and_a_retry_skips_delivered_domains(sm
     transport, port = await _dns(zones)
     try:
         action = mx_action(smtp, ["x@a.test", "y@b.test"], port)
-        request = action.build_payload(make_message(description="x"))
+        message = make_message(description="x")
         with pytest.raises(RetryableActionError, match="127.0.0.2"):
-            await action.send(request)
+            await action.deliver(message)  # what the runner calls on every attempt
         assert [r.rcpt_tos for r in smtp.handler.received] == [["y@b.test"]]
         zones["a.test"] = ["10 127.0.0.1."]  # a.test's MX is back
-        await action.send(request)
+        await action.deliver(message)
     finally:
         transport.close()
     assert [r.rcpt_tos for r in smtp.handler.received] == [["y@b.test"], ["x@a.test"]]
