@@ -48,7 +48,6 @@ def make_faust_app(config: Config) -> faust.App:
         autodiscover=False,
         topic_partitions=s.partitions,
         topic_replication_factor=s.replication_factor,
-        topic_allow_declare=False,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         producer_linger=0.002,
@@ -87,19 +86,17 @@ class Worker:
             self.app.agent(self.action_topics[name], name=f"herald.action.{name}", concurrency=cfg.concurrency)(
                 self._make_action_agent(name)
             )
-        self.app.on_startup.connect(self._on_startup)
+        self.app.on_partitions_assigned.connect(self._on_assigned)
         self._started: set[str] = set()
         self._start_lock = asyncio.Lock()
         self.routed = 0
 
+    async def _on_assigned(self, sender: Any, assigned: Any, **kwargs: Any) -> None:
+        mine = sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned if tp.topic.startswith(self.topics.prefix))
+        log.info("herald worker ready: %d partitions assigned: %s", len(mine), " ".join(mine))
+
     def topic_names(self) -> list[str]:
         return self.topics.all_for(list(self.config.actions))
-
-    async def _on_startup(self, app: Any, **kwargs: Any) -> None:
-        s = self.config.herald
-        await asyncio.get_running_loop().run_in_executor(
-            None, ensure_topics, s.kafka_bootstrap_servers, self.topic_names(), s.partitions, s.replication_factor
-        )
 
     async def _send(self, topic: faust.TopicT, key: str, value: bytes) -> None:
         # force=True: hand the message to the producer now (faust would otherwise hold it until the

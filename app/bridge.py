@@ -29,6 +29,27 @@ log = logging.getLogger("herald.bridge")
 PRODUCE_TIMEOUT_S = 10.0
 
 
+class _Throttle(logging.Filter):
+    """librdkafka repeats the same connection error many times a second while Kafka is down."""
+
+    def __init__(self, every: float = 30.0) -> None:
+        super().__init__()
+        self.every = every
+        self.last: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = record.getMessage().split("]: ", 1)[-1][:80]
+        now = time.monotonic()
+        if now - self.last.get(key, 0.0) < self.every:
+            return False
+        self.last[key] = now
+        return True
+
+
+_rdkafka_log = logging.getLogger("herald.kafka.client")
+_rdkafka_log.addFilter(_Throttle())
+
+
 def _json_error(status: int, reason: str, **extra: Any) -> web.Response:
     return web.json_response({"error": reason, **extra}, status=status)
 
@@ -49,7 +70,9 @@ class KafkaWriter:
                 "compression.type": "lz4",
                 "message.timeout.ms": int(PRODUCE_TIMEOUT_S * 1000),
                 "socket.connection.setup.timeout.ms": 3000,
-                "reconnect.backoff.max.ms": 1000,
+                "reconnect.backoff.ms": 200,
+                "reconnect.backoff.max.ms": 2000,
+                "logger": _rdkafka_log,
                 "message.max.bytes": 16 * 1024 * 1024,
             }
         )

@@ -108,6 +108,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
+    import time
+
+    while all(p.poll() is None for p in procs):  # one child dying stops the other
+        time.sleep(0.2)
+    stop(signal.SIGTERM, None)
     codes = [p.wait() for p in procs]
     return max(codes)
 

@@ -161,7 +161,11 @@ def parse_config(data: Any, path: str = "<config>", environ: dict[str, str] | No
     except ConfigError as exc:
         problems.append(str(exc))
         overrides = {}
-    herald_data = {**herald_raw, **overrides} if isinstance(herald_raw, dict) else herald_raw
+    herald_data = (
+        {**{k.replace("_", "-"): v for k, v in herald_raw.items()}, **{k.replace("_", "-"): v for k, v in overrides.items()}}
+        if isinstance(herald_raw, dict)
+        else herald_raw
+    )
     herald = collect(HeraldSettings, herald_data, "herald")
 
     routes: dict[str, RouteConfig] = {}

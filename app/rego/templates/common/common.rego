@@ -1,48 +1,47 @@
-# Helpers Postee templates import with `import data.postee.<name>`; same names and meaning as
-# Postee's common.rego, written for Herald.
+# Helpers Postee templates import with `import data.postee.<name>`. Same names, arities and
+# results as Postee's common.rego (user templates depend on the exact semantics, including the
+# odd ones noted below), written for Herald in plain Rego v0.
 package postee
 
-# with_default(obj, prop, default): obj[prop], or default when obj has no such property
-with_default(obj, prop, default_value) = value {
-	value := obj[prop]
-}
-
-with_default(obj, prop, default_value) = default_value {
-	not obj[prop]
-}
-
-# by_flag(a, b, flag): a when flag is true, else b
+# by_flag(a, b, flag): a when flag holds (any value but false), b when flag is false.
 by_flag(a, b, flag) = a {
 	flag
 }
 
 by_flag(a, b, flag) = b {
-	not flag
+	flag == false
 }
 
-# duplicate(a, b, n): a repeated n times followed by b repeated (n - 1) times... kept for API
-# compatibility: returns a when n is odd, b when n is even (alternating row colours)
-duplicate(a, b, n) = a {
-	n % 2 == 1
+# duplicate(a, b, col): a for column 1, b for column 2, undefined for anything else.
+duplicate(a, b, col) = a {
+	col == 1
 }
 
-duplicate(a, b, n) = b {
-	n % 2 == 0
+duplicate(a, b, col) = b {
+	col == 2
 }
 
-# clamp(x, lo, hi)
-clamp(x, lo, hi) = lo {
-	x < lo
+# clamp(a, b): the smaller of the two (Postee's two-argument clamp: a, capped at b).
+clamp(a, b) = b {
+	a > b
 }
 
-clamp(x, lo, hi) = hi {
-	x > hi
+clamp(a, b) = a {
+	a <= b
 }
 
-clamp(x, lo, hi) = x {
-	x >= lo
-	x <= hi
+# flat_array(a): one level of nesting removed: [[x, y], [z]] -> [x, y, z].
+flat_array(a) = o {
+	o := [item | item := a[_][_]]
 }
 
-# flat_array(a): one level of nesting removed
-flat_array(a) = [o | x := a[_]; o := x[_]]
+# with_default(obj, prop, default_value): obj[prop], or default_value when the property is
+# missing *or false* (Postee tests the value's truth, so a false flag also yields the default).
+with_default(obj, prop, default_value) = default_value {
+	not obj[prop]
+}
+
+with_default(obj, prop, default_value) = value {
+	value := obj[prop]
+	value != false
+}

@@ -1,0 +1,383 @@
+"""The OPA server engine: the ``PolicyEngine`` interface over OPA's REST API (``engine: opa``).
+
+Modules go in with the policy API (``PUT /v1/policies/<id>``), data with the data API
+(``PATCH /v1/data``), and evaluation is ``POST /v1/data/<path>`` with the current input, all
+through ``opa-python-client`` (one HTTP session per engine; synchronous, like regorus).
+
+How it differs from the embedded engine, and why:
+
+- Policy ids are derived from the module's package and source path, so a Herald that restarts
+  against a long-running OPA replaces its modules instead of adding second copies (which would
+  conflict: two ``default allow`` rules). Two Herald processes loading the same files converge.
+- OPA type-checks a module against what is already loaded, while regorus resolves references
+  when it evaluates. A module whose only errors are references to functions or rules not loaded
+  yet (a template library loads ``lib/aqua.rego`` before the ``lib/text.rego`` it imports) is
+  held back and uploaded again after each later module; if it still cannot compile when a
+  query touches its package, that query fails with the compile error, as regorus would.
+- Postee templates are Rego v0: the server must run with ``--v0-compatible`` (``OpaServer``
+  does that unless ``v0=False``); an ``if``-keyword error from a v1 server says so.
+- OPA needs the ``jsonformat`` built-in: build it with ``scripts/build-opa.sh`` (opa/main.go).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import orjson
+import requests
+from opa_client import OpaClient
+from opa_client.errors import DeletePolicyError, PatchDataError, RegoParseError
+
+from app.errors import PolicyError
+
+log = logging.getLogger("herald.opa")
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BUILD_SCRIPT = REPO_ROOT / "scripts" / "build-opa.sh"
+
+_PACKAGE = re.compile(r"^\s*package\s+([^\s#]+)", re.M)
+_SIMPLE_PATH = re.compile(r"^data(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+_ID_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_LATE_BOUND = ("undefined function", "undefined ref")
+_V1_ONLY = ("`if` keyword is required", "`contains` keyword is required")
+
+
+class _CompileError(PolicyError):
+    """OPA rejected a module; ``late_bound`` when it only references things not loaded yet."""
+
+    def __init__(self, message: str, source: str, late_bound: bool) -> None:
+        super().__init__(message, source)
+        self.detail = message
+        self.late_bound = late_bound
+
+
+class OpaEngine:
+    """An OPA server behind the ``PolicyEngine`` interface."""
+
+    kind = "opa"
+
+    def __init__(self, url: str, v0: bool = True, *, id_prefix: str = "herald", timeout: float = 10.0,
+                 token: str | None = None) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
+            raise PolicyError(f"OPA URL must look like http://host:port, got {url!r}", "herald.opa-url")
+        self.url = f"{parts.scheme}://{parts.netloc}"
+        self.v0 = v0
+        self.id_prefix = id_prefix.strip("/")
+        # retries=0: OPA answers 500 for evaluation errors (conflicting rule values), and the
+        # client would otherwise retry those with backoff before Herald sees the error.
+        self._client = OpaClient(host=parts.hostname, port=parts.port or (443 if parts.scheme == "https" else 8181),
+                                 ssl=parts.scheme == "https", token=token, retries=0, timeout=timeout)
+        self._packages: list[str] = []
+        self._ids: dict[str, str] = {}  # policy id -> source path, in upload order
+        self._pending: dict[str, tuple[str, str, str, _CompileError]] = {}  # id -> (path, source, package, error)
+        self._data: dict[str, Any] = {}  # what this engine put into data, merged
+        self._input: Any = None
+
+    # -- modules -----------------------------------------------------------------------------
+
+    def policy_id(self, path: str, source: str) -> str:
+        """Stable id for a module: prefix, package, readable path, and a hash of the raw path."""
+        match = _PACKAGE.search(source)
+        package = match.group(1) if match else "nopackage"
+        readable = _ID_UNSAFE.sub("_", path).strip("_")[-80:]
+        digest = hashlib.sha1(f"{package}\0{path}".encode()).hexdigest()[:10]
+        return f"{self.id_prefix}/{_ID_UNSAFE.sub('_', package)}/{readable}-{digest}"
+
+    def add_module(self, path: str, source: str) -> str:
+        policy_id = self.policy_id(path, source)
+        match = _PACKAGE.search(source)
+        package = "data." + match.group(1) if match else ""
+        try:
+            self._put_policy(policy_id, path, source)
+        except _CompileError as exc:
+            if not package or not exc.late_bound:
+                raise
+            log.debug("holding back %s until what it references is loaded: %s", path, exc)
+            self._pending[policy_id] = (path, source, package, exc)
+        else:
+            self._retry_pending()
+        self._packages.append(package)
+        return package
+
+    def _put_policy(self, policy_id: str, path: str, source: str) -> None:
+        self._ids[policy_id] = path
+        try:
+            self._client.update_policy_from_string(source, policy_id, rego_compat=False)
+        except RegoParseError as exc:
+            error = self._compile_error(path, exc)
+            del self._ids[policy_id]
+            raise error from None
+        except (requests.RequestException, ValueError) as exc:
+            del self._ids[policy_id]
+            raise PolicyError(f"cannot upload the module to OPA at {self.url}: {exc}", path) from None
+
+    def _compile_error(self, path: str, exc: RegoParseError) -> PolicyError:
+        details = [e for e in exc.errors if isinstance(e, dict)] or [{"message": str(exc.message)}]
+        lines = []
+        for err in details:
+            loc = err.get("location") or {}
+            where = self._ids.get(loc.get("file", ""), path)
+            text = self._name_files(str(err.get("message", "")))
+            if self.v0 and any(marker in text for marker in _V1_ONLY):
+                text += " (this OPA parses Rego v1; start it with --v0-compatible for Postee templates)"
+            code = err.get("code", "")
+            prefix = f"{where}:{loc['row']}:{loc.get('col', 0)}: " if "row" in loc else ""
+            lines.append(f"{prefix}{code + ': ' if code else ''}{text}")
+        # "error limit reached" hides the rest; whatever it hides shows up on the next upload
+        late_bound = all(any(m in str(e.get("message", "")) for m in _LATE_BOUND + ("error limit reached",))
+                         for e in details)
+        return _CompileError("; ".join(lines), path, late_bound)
+
+    def _name_files(self, text: str) -> str:
+        """OPA names modules by policy id in its messages; Herald users know file paths."""
+        for policy_id in sorted(self._ids, key=len, reverse=True):
+            text = text.replace(policy_id, self._ids[policy_id])
+        return text
+
+    def _retry_pending(self) -> None:
+        progress = True
+        while progress and self._pending:
+            progress = False
+            for policy_id, (path, source, package, _) in list(self._pending.items()):
+                try:
+                    self._put_policy(policy_id, path, source)
+                except _CompileError as exc:
+                    self._pending[policy_id] = (path, source, package, exc)
+                    continue
+                del self._pending[policy_id]
+                progress = True
+
+    def packages(self) -> list[str]:
+        return list(self._packages)
+
+    # -- data and evaluation -----------------------------------------------------------------
+
+    def add_data(self, data: dict[str, Any]) -> None:
+        """Merged into what this engine added before, then written one top-level key at a time
+        (a JSON patch on /v1/data itself is redirected by OPA, losing the body)."""
+        _merge(self._data, data)
+        for key in data:
+            try:
+                self._client.patch_data(quote(key, safe=""), [{"op": "add", "path": "", "value": self._data[key]}])
+            except (PatchDataError, requests.RequestException, ValueError) as exc:
+                raise PolicyError(f"OPA at {self.url} refused data.{key}: {_describe(exc)}", "data") from None
+
+    def set_input_json(self, text: str) -> None:
+        try:
+            self._input = orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            raise PolicyError(f"input is not JSON: {exc}", "input") from None
+
+    def eval_path(self, path: str) -> Any:
+        if self._pending:
+            self._retry_pending()
+            for mod_path, _, package, error in self._pending.values():
+                if package.startswith(path + ".") or (path + ".").startswith(package + ".") or package == path:
+                    raise PolicyError(error.detail, mod_path)
+        try:
+            # (the root goes through the query API too: OPA redirects POST /v1/data/ to a GET)
+            if _SIMPLE_PATH.match(path) and path != "data":
+                body = self._client.query_rule(self._input, path.removeprefix("data."))
+                return body.get("result")
+            # anything other than a plain ref goes through the query API, bound to a variable
+            body = self._client.ad_hoc_query(f"herald_value := {path}", self._input)
+            rows = body.get("result") or []
+            return rows[0].get("herald_value") if rows else None
+        except requests.HTTPError as exc:
+            raise PolicyError(self._eval_error(exc), path) from None
+        except (requests.RequestException, ValueError) as exc:
+            raise PolicyError(f"cannot query OPA at {self.url}: {exc}", path) from None
+
+    def _eval_error(self, exc: requests.HTTPError) -> str:
+        try:
+            body = exc.response.json() if exc.response is not None else {}
+        except ValueError:
+            body = {}
+        errors = body.get("errors") or [{"message": body.get("message") or str(exc)}]
+        out = []
+        for err in errors:
+            loc = err.get("location") or {}
+            where = self._ids.get(loc.get("file", ""), loc.get("file", ""))
+            prefix = f"{where}:{loc['row']}:{loc.get('col', 0)}: " if where and "row" in loc else ""
+            out.append(prefix + self._name_files(str(err.get("message", ""))))
+        return "; ".join(out)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def policy_ids(self) -> list[str]:
+        """Ids of the modules this engine uploaded, in upload order."""
+        return list(self._ids)
+
+    def remove_all(self) -> None:
+        """Delete this engine's modules (newest first: OPA refuses to delete a module others
+        still use) and data keys. Herald does not call this at shutdown: another Herald may be
+        using the same modules; tests do, so one test's policies cannot break the next."""
+        remove_policies(self._client, list(self._ids))
+        self._ids.clear()
+        self._pending.clear()
+        for key in list(self._data):
+            try:
+                self._client.delete_data(key)
+            except Exception:  # noqa: BLE001 - already gone is fine
+                pass
+        self._data.clear()
+
+    def close(self) -> None:
+        self._client.close_connection()
+
+
+def remove_policies(client: OpaClient, ids: list[str]) -> list[str]:
+    """Delete policies, newest first, in passes until none can go; returns those left."""
+    left = list(dict.fromkeys(ids))
+    while left:
+        failed = []
+        for policy_id in reversed(left):
+            try:
+                client.delete_policy(policy_id)
+            except DeletePolicyError as exc:
+                if exc.expression != "resource_not_found":
+                    failed.append(policy_id)
+            except requests.RequestException:
+                failed.append(policy_id)
+        if len(failed) == len(left):
+            break
+        left = list(reversed(failed))
+    return left
+
+
+def _merge(into: dict[str, Any], new: dict[str, Any]) -> None:
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
+
+
+def _describe(exc: BaseException) -> str:
+    message = getattr(exc, "message", None)
+    return f"{getattr(exc, 'expression', '')}: {message}" if message else str(exc)
+
+
+# -- a managed local OPA ---------------------------------------------------------------------
+
+
+def pinned_opa_version() -> str:
+    """The OPA version opa/go.mod pins."""
+    for line in (REPO_ROOT / "opa" / "go.mod").read_text().splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and parts[0] == "require" and parts[1] == "github.com/open-policy-agent/opa":
+            return parts[2]
+    raise PolicyError("no OPA version pinned in opa/go.mod", str(REPO_ROOT / "opa" / "go.mod"))
+
+
+def opa_binary(build: bool = True) -> Path:
+    """Herald's OPA (with ``jsonformat``): ``$HERALD_OPA_BIN``, else the pinned build in
+    ``.cache/opa``, building it with scripts/build-opa.sh when ``build`` is true."""
+    configured = os.environ.get("HERALD_OPA_BIN")
+    if configured:
+        path = Path(configured)
+        if not (path.is_file() and os.access(path, os.X_OK)):
+            raise PolicyError(f"HERALD_OPA_BIN={configured!r} is not an executable file", "HERALD_OPA_BIN")
+        return path
+    if BUILD_SCRIPT.is_file() and build:
+        done = subprocess.run(["bash", str(BUILD_SCRIPT)], capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise PolicyError(f"building OPA failed:\n{done.stderr[-4000:]}", str(BUILD_SCRIPT))
+        return Path(done.stdout.strip().splitlines()[-1])
+    if BUILD_SCRIPT.is_file():
+        cached = REPO_ROOT / ".cache" / "opa" / pinned_opa_version() / "opa"
+        if cached.is_file():
+            return cached
+    raise PolicyError("no OPA binary: run scripts/build-opa.sh or set HERALD_OPA_BIN", "opa")
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class OpaServer:
+    """An OPA server process on 127.0.0.1 and a free port, started and stopped by PID."""
+
+    def __init__(self, binary: Path | str | None = None, v0: bool = True) -> None:
+        self.binary = Path(binary) if binary else opa_binary()
+        self.v0 = v0
+        self.port = 0
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log: Any = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def start(self, timeout: float = 30.0, attempts: int = 3) -> OpaServer:
+        for _ in range(attempts):  # another process may take the free port before OPA binds it
+            if self._start_once(timeout):
+                return self
+        raise PolicyError(f"OPA did not start: {self._log_tail()}", str(self.binary))
+
+    def _start_once(self, timeout: float) -> bool:
+        if self._log is not None:
+            self._log.close()
+        self.port = _free_port()
+        self._log = tempfile.NamedTemporaryFile(prefix="herald-opa-", suffix=".log")  # noqa: SIM115
+        args = [str(self.binary), "run", "--server", "--addr", f"127.0.0.1:{self.port}",
+                "--skip-version-check", "--log-level", "error", "--shutdown-grace-period", "1"]
+        if self.v0:
+            args.append("--v0-compatible")
+        self._proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                log.warning("OPA exited with %s: %s", self._proc.returncode, self._log_tail())
+                return False
+            try:
+                if requests.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return True
+            except requests.RequestException:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise PolicyError(f"OPA did not answer /health within {timeout}s: {self._log_tail()}", str(self.binary))
+
+    def _log_tail(self) -> str:
+        if self._log is None:
+            return ""
+        self._log.flush()
+        return Path(self._log.name).read_text(errors="replace")[-2000:]
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def __enter__(self) -> OpaServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+

@@ -1,0 +1,42 @@
+"""Session fixtures: a real Apache Kafka broker (KRaft, 127.0.0.1) started from the project's jars.
+
+A broker that cannot start FAILS the tests that need it; nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from app.kafka_local import LocalKafka
+from tests.harness import FIXTURES, free_port
+
+__all__ = ["FIXTURES"]
+
+
+@pytest.fixture(scope="session")
+def kafka() -> Iterator[LocalKafka]:
+    state = Path(tempfile.mkdtemp(prefix="herald-test-kafka-"))
+    port = free_port()
+    broker = LocalKafka(state, port=port, controller_port=free_port())
+    try:
+        broker.start(timeout=120)
+    except Exception as exc:  # noqa: BLE001
+        log = (state / "kafka.log").read_text(errors="replace")[-3000:] if (state / "kafka.log").exists() else ""
+        pytest.fail(f"the test Kafka broker could not start: {exc}\n{log}", pytrace=False)
+    try:
+        yield broker
+    finally:
+        broker.stop()
+        if not os.environ.get("HERALD_KEEP_TEST_STATE"):
+            shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.fixture
+def fixtures() -> Path:
+    return FIXTURES
