@@ -36,7 +36,7 @@ from urllib.parse import quote, urlsplit
 import orjson
 import requests
 from opa_client import OpaClient
-from opa_client.errors import DeletePolicyError, PatchDataError, RegoParseError
+from opa_client.errors import DeleteDataError, DeletePolicyError, PatchDataError, RegoParseError
 
 from app.errors import PolicyError
 
@@ -219,41 +219,46 @@ class OpaEngine:
         """Ids of the modules this engine uploaded, in upload order."""
         return list(self._ids)
 
-    def remove_all(self) -> None:
-        """Delete this engine's modules (newest first: OPA refuses to delete a module others
-        still use) and data keys. Herald does not call this at shutdown: another Herald may be
-        using the same modules; tests do, so one test's policies cannot break the next."""
-        remove_policies(self._client, list(self._ids))
-        self._ids.clear()
+    def server_policy_ids(self) -> list[str]:
+        """Every module id the server holds, this engine's or not."""
+        return list(self._client.get_policies_list())
+
+    def remove_policies(self, ids: list[str]) -> list[str]:
+        """Delete modules by id, newest first (OPA refuses to delete a module that others still
+        use), in passes until none can go; returns the ids that could not be deleted."""
+        left = list(dict.fromkeys(ids))
+        while left:
+            failed = []
+            for policy_id in reversed(left):
+                try:
+                    self._client.delete_policy(policy_id)
+                except DeletePolicyError as exc:
+                    if exc.expression != "resource_not_found":
+                        failed.append(policy_id)
+                except requests.RequestException:
+                    failed.append(policy_id)
+            if len(failed) == len(left):
+                break
+            left = list(reversed(failed))
+        return left
+
+    def remove_all(self) -> list[str]:
+        """Delete this engine's modules and data keys; returns modules that could not go.
+        Herald does not call this at shutdown (another Herald may use the same modules); tests
+        do, so one test's rules cannot break the next."""
+        left = self.remove_policies(list(self._ids))
+        self._ids = {i: p for i, p in self._ids.items() if i in left}
         self._pending.clear()
         for key in list(self._data):
             try:
-                self._client.delete_data(key)
-            except Exception:  # noqa: BLE001 - already gone is fine
-                pass
+                self._client.delete_data(quote(key, safe=""))
+            except (DeleteDataError, requests.RequestException):
+                pass  # already gone
         self._data.clear()
+        return left
 
     def close(self) -> None:
         self._client.close_connection()
-
-
-def remove_policies(client: OpaClient, ids: list[str]) -> list[str]:
-    """Delete policies, newest first, in passes until none can go; returns those left."""
-    left = list(dict.fromkeys(ids))
-    while left:
-        failed = []
-        for policy_id in reversed(left):
-            try:
-                client.delete_policy(policy_id)
-            except DeletePolicyError as exc:
-                if exc.expression != "resource_not_found":
-                    failed.append(policy_id)
-            except requests.RequestException:
-                failed.append(policy_id)
-        if len(failed) == len(left):
-            break
-        left = list(reversed(failed))
-    return left
 
 
 def _merge(into: dict[str, Any], new: dict[str, Any]) -> None:
