@@ -8,10 +8,12 @@ import html
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from html.parser import HTMLParser
+from urllib.parse import parse_qsl, urlsplit
 from typing import Annotated, Any, Generic, TypeVar
 
 from pydantic import BeforeValidator
 
+from app import redact
 from app.configmodel import Secret, parse_duration
 from app.errors import ConfigError, RetryableActionError
 from app.messages import ActionMessage
@@ -45,9 +47,18 @@ def check_http_url(value: str) -> str:
 
 
 def check_secret_http_url(value: Secret) -> Secret:
-    # The URL is a credential (Slack/Teams webhooks): never echo it back.
-    if not value.reveal().startswith(("http://", "https://")):
+    """The URL is a credential (Slack/Teams webhooks): never echo it back. Its path and query
+    values are redacted too, since servers quote them in error pages ("/services/T/B/x not
+    found")."""
+    url = value.reveal()
+    if not url.startswith(("http://", "https://")):
         raise ValueError("must be an http:// or https:// URL (value hidden: it is a credential)")
+    parts = urlsplit(url)
+    if len(parts.path) > 8:
+        redact.register(parts.path)
+    for _, param in parse_qsl(parts.query):
+        if len(param) >= 16:  # signatures, not "api-version=2016-06-01"
+            redact.register(param)
     return value
 
 
