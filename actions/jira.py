@@ -76,7 +76,8 @@ def is_cloud_url(url: str) -> bool:
 class JiraConfig(ActionConfig):
     url: PStr = Field(..., description="Jira base URL, e.g. https://acme.atlassian.net or https://jira.acme.com/jira.")
     user: EnvPStr = Field(
-        ..., description="Jira user: email on Cloud, user name on Server/Data Center ($NAME reads an environment variable)."
+        ...,
+        description="Jira user: email on Cloud, user name on Server/Data Center ($NAME reads an environment variable).",
     )
     password: SecretStr = Field(
         Secret(""),
@@ -90,7 +91,9 @@ class JiraConfig(ActionConfig):
         description="Server/DC Personal Access Token, sent as Bearer; wins over password. Not for Cloud.",
     )
     token_file: SecretFile = Field(None, description="File holding the token (instead of token).")
-    tls_verify: StrictBool = Field(True, description="Verify the server's TLS certificate (Postee's default was not to).")
+    tls_verify: StrictBool = Field(
+        True, description="Verify the server's TLS certificate (Postee's default was not to)."
+    )
     project_key: PStr = Field(..., description="Project key (uppercased).")
     issuetype: PStr = Field("", description="Issue type; default Task, else the project's first type.")
     priority: PStr = Field("", description="Priority name; default High, else the first one.")
@@ -102,7 +105,9 @@ class JiraConfig(ActionConfig):
     labels: PStrList = Field(default_factory=list, description="Labels of the issue.")
     fix_versions: PStrList = Field(default_factory=list, description="Fix versions (names).")
     affects_versions: PStrList = Field(default_factory=list, description="Affects versions (names).")
-    board: PStr = Field("", description="Board whose sprint gets the issue (scrum boards); default '<PROJECT-KEY> board'.")
+    board: PStr = Field(
+        "", description="Board whose sprint gets the issue (scrum boards); default '<PROJECT-KEY> board'."
+    )
     sprint: PStr = Field("", description="Sprint name; default: the newest active sprint of the board.")
     summary: PStr = Field("", description="Accepted for Postee compatibility and ignored: the summary is the title.")
     unknowns: dict[str, UnknownValue] = Field(
@@ -310,7 +315,9 @@ class JiraAction(Action[JiraConfig, JiraIssue]):
         meta = client.createmeta(projectKeys=key, expand="projects.issuetypes.fields")
         project = next((p for p in meta.get("projects", []) if p.get("key") == key), None)
         if project is None:
-            raise PermanentActionError(f"{self._peer}: project {key} is not in create-meta (missing, or no create permission)")
+            raise PermanentActionError(
+                f"{self._peer}: project {key} is not in create-meta (missing, or no create permission)"
+            )
         chosen = jf.pick_issuetype(project.get("issuetypes") or [], self.config.issuetype, key)
         return chosen, jf.fields_from_legacy(chosen)
 
@@ -352,7 +359,9 @@ class JiraAction(Action[JiraConfig, JiraIssue]):
             return None
         matches = [b.raw for b in boards if b.raw.get("name") == name]
         if not matches and explicit:
-            raise PermanentActionError(f"{self._peer}: board {name!r} (board) not found in project {self.config.project_key}")
+            raise PermanentActionError(
+                f"{self._peer}: board {name!r} (board) not found in project {self.config.project_key}"
+            )
         self._board = (int(matches[0]["id"]), str(matches[0].get("type", ""))) if matches else None
         self._board_known = True
         return self._board

@@ -13,6 +13,7 @@ user search by ``query`` and accountId users).
 from __future__ import annotations
 
 import base64
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -326,15 +327,16 @@ class FakeJira:
         kind, items, custom = schema["type"], schema.get("items"), schema.get("custom", "")
         allowed = meta.get("allowedValues")
         if custom == SPRINT:
-            return None if isinstance(value, int) and not isinstance(value, bool) else "Number value expected as the Sprint id."
+            ok = isinstance(value, int) and not isinstance(value, bool)
+            return None if ok else "Number value expected as the Sprint id."
         if kind in ("string", "any"):
             return None if isinstance(value, str) else "Operation value must be a string"
         if kind == "datetime":
-            import re
             ok = isinstance(value, str) and re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d{4}", value)
-            return None if ok else "Invalid date format. Please enter the date in the format \"yyyy-MM-dd'T'HH:mm:ss.SSSZ\"."
+            return None if ok else "Invalid date format. Please enter the date as yyyy-MM-dd'T'HH:mm:ss.SSSZ."
         if kind == "number":
-            return None if isinstance(value, (int, float)) and not isinstance(value, bool) else "Operation value must be a number"
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            return None if ok else "Operation value must be a number"
         if kind in ("project", "issuetype"):
             return None
         if kind == "priority":

@@ -343,7 +343,8 @@ def test_exact_names_win_over_suffix_stripping() -> None:
 def test_date_time_picker_normalises_to_jira_format() -> None:
     meta = jf.FieldMeta("customfield_3", "When", "datetime")
     convert = jf.convert
-    assert convert(meta, "2014-04-11T12:14:26Z", "-date-time-picker", "1", lambda _: None) == "2014-04-11T12:14:26.000+0000"
+    utc = convert(meta, "2014-04-11T12:14:26Z", "-date-time-picker", "1", lambda _: None)
+    assert utc == "2014-04-11T12:14:26.000+0000"
     day = jf.FieldMeta("customfield_4", "Day", "date")
     assert convert(day, "2014-04-11T12:14:26+0400", "-date-time-picker", "1", lambda _: None) == "2014-04-11"
     with pytest.raises(PermanentActionError, match="'When' needs an ISO-8601 date-time"):
