@@ -384,7 +384,9 @@ class KubernetesAction(Action[KubernetesConfig, KubePlan]):
         what = f"patch {resource}/{name} in {ns}"
         ctype = _PATCH_TYPES[self.config.kube_patch_type]
         for attempt in range(1, CONFLICT_ATTEMPTS + 1):
-            result = self._call(what, "patch", resource, name, ns, {"metadata": meta}, allow=(409,), _content_type=ctype)
+            result = self._call(
+                what, "patch", resource, name, ns, {"metadata": meta}, allow=(409,), _content_type=ctype
+            )
             if not isinstance(result, ApiException):
                 break
             if attempt == CONFLICT_ATTEMPTS:

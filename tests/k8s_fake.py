@@ -367,7 +367,10 @@ class KubeFake:
     def _patch(self, kind: str, namespace: str, name: str, obj: dict[str, Any], ctype: str,
                body: Any) -> web.Response:
         if ctype not in (MERGE, STRATEGIC):
-            msg = f"the body of the request was in an unknown format - accepted media types include: {MERGE}, {STRATEGIC}"
+            msg = (
+                "the body of the request was in an unknown format - accepted media types include: "
+                f"{MERGE}, {STRATEGIC}"
+            )
             return self._json(415, status_doc(415, "UnsupportedMediaType", msg))
         if not isinstance(body, dict):
             return self._json(400, status_doc(400, "BadRequest", "patch body must be a JSON object"))

@@ -114,7 +114,8 @@ def test_method_and_url_are_required() -> None:
 
 
 def test_build_payload_resolves_placeholders_in_body() -> None:
-    cfg = config(**{"body-content": "argsNum: event.input.argsNum\nboth: event.input.a/event.input.b! event.input.a-event.input.b"})
+    body = "argsNum: event.input.argsNum\nboth: event.input.a/event.input.b! event.input.a-event.input.b"
+    cfg = config(**{"body-content": body})
     call = HttpAction(cfg).build_payload(message('{"argsNum": 2, "a": "x", "b": "y"}'))
     # "-" is a path character, so the second form is the one path "a-event.input.b"
     assert call.request.body == b"argsNum: 2\nboth: x/y! "
@@ -154,7 +155,10 @@ async def test_non_json_description_keeps_postee_result(peer: Peer) -> None:
 @pytest.mark.asyncio
 async def test_event_raw_resolves_against_the_original_event(peer: Peer) -> None:
     event = fixture("trivy-operator-input.json")
-    body = "workload=event.raw.metadata.labels.trivy-operator\\.resource\\.name critical=event.raw.report.summary.criticalCount"
+    body = (
+        "workload=event.raw.metadata.labels.trivy-operator\\.resource\\.name "
+        "critical=event.raw.report.summary.criticalCount"
+    )
     await deliver(config(url=peer.url, **{"body-content": body}), "not json", event)
     assert peer.requests[0].body == b"workload=nginx-6d4cf56db6 critical=2"
 
