@@ -14,9 +14,9 @@ aggregation_pkg := "postee.vuls.html.aggregation"
 result := concat("", [
 	aquahtml.paragraphs(array.concat([sprintf("Image name: %s", [aqua.image]), sprintf("Registry: %s", [aqua.registry])], aqua.status_lines)),
 	aquahtml.severity_stats,
-	aquahtml.assurance_controls(2),
+	aquahtml.assurance_controls(2, aqua.assurance_checks),
 	aquahtml.vulnerability_tables,
 	aquahtml.malware,
 	aquahtml.sensitive_data,
-	aquahtml.see_more(aqua.href, aqua.href_text),
+	aquahtml.see_more(aqua.url, aqua.href_text),
 ])

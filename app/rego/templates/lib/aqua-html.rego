@@ -1,4 +1,8 @@
 # HTML sections of an Aqua image-scan report, shared by postee.vuls.html and postee.servicenow.
+#
+# Functions here take other packages' documents as arguments instead of reading them through an
+# import alias: regorus 0.13 leaves a function undefined when its body reads a document through
+# an import alias and a rule of the same package was evaluated earlier in the query.
 package herald.lib.aquahtml
 
 import data.herald.lib.aqua
@@ -11,10 +15,11 @@ paragraphs(lines) = concat("", [html.p(html.esc(line)) | line := lines[_]])
 
 severity_stats := html.table([], [[sev, html.colored(aqua.colors[sev], html.esc(aqua.summary_count(sev)))] | sev := aqua.severities[_]])
 
-# assurance_controls(level): the heading at that level and the checks table; "" without checks
-assurance_controls(level) = "" {
-	count(aqua.assurance_checks) == 0
-} else = concat("", [html.h(level, "Assurance controls"), html.table(["#", "Control", "Policy Name", "Status"], escaped(aqua.assurance_checks))]) {
+# assurance_controls(level, checks): the heading at that level and the checks table ("" without
+# checks); call it with aqua.assurance_checks.
+assurance_controls(level, checks) = "" {
+	count(checks) == 0
+} else = concat("", [html.h(level, "Assurance controls"), html.table(["#", "Control", "Policy Name", "Status"], escaped(checks))]) {
 	true
 }
 
@@ -41,13 +46,10 @@ sensitive_data := "" {
 	true
 }
 
-# see_more(href, label): the console link paragraph; "" when Herald has no aqua-server
+# see_more(href, label): the console link paragraph; "" when there is no link (no aqua-server)
 see_more(href, label) = "" {
-	aqua.aqua_server == ""
+	href == ""
 } else = html.p(sprintf("See more: %s", [html.link(href, label)])) {
 	true
 }
 
-dbg1 := assurance_controls(2)
-dbg2 := see_more("a", "b")
-dbg3 := paragraphs(["a"])

@@ -3,12 +3,15 @@ package herald.lib.html
 
 import data.herald.lib.text
 
-# esc(x): text with &, <, >, ' and " escaped (event data must not inject markup).
-esc(x) = replace(replace(replace(replace(replace(text.str(x), "&", "&amp;"), "<", "&lt;"), ">", "&gt;"), "'", "&#39;"), "\"", "&#34;")
+# esc(x): text with &, < and > escaped (event data must not inject markup).
+esc(x) = replace(replace(replace(text.str(x), "&", "&amp;"), "<", "&lt;"), ">", "&gt;")
+
+# attr(x): text for a quoted attribute value
+attr(x) = replace(replace(esc(x), "'", "&#39;"), "\"", "&#34;")
 
 colored(color, s) = sprintf("<span style='color:%s'>%s</span>", [color, s])
 
-link(href, label) = sprintf("<a href='%s'>%s</a>", [esc(href), esc(label)])
+link(href, label) = sprintf("<a href='%s'>%s</a>", [attr(href), esc(label)])
 
 p(s) = sprintf("<p>%s</p>\n", [s])
 
