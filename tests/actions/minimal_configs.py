@@ -69,4 +69,14 @@ CASES: dict[str, ContractCase] = {
          "pagerduty-auth-token": "contract-rest-token-0001"},
         wrong_type_key="source", secrets=("CONTRACTROUTINGKEY00000000000001", "contract-rest-token-0001"),
     ),
+    "exec": ContractCase({"name": "c", "type": "exec", "exec-script": "true"}, wrong_type_key="exec-script",
+                         http=False),
+    "http": ContractCase({"name": "c", "type": "http", "url": "{base}/hook", "method": "POST"}, wrong_type_key="url"),
+    "kubernetes": ContractCase(
+        {"name": "c", "type": "kubernetes", "kube-namespace": "default", "kube-config-file": "/nonexistent/kubeconfig",
+         "kube-label-selector": "app=x", "kube-actions": {"labels": {"herald": "seen"}}},
+        wrong_type_key="kube-namespace", http=False,
+    ),
+    "docker": ContractCase({"name": "c", "type": "docker", "docker-image-name": "localhost/busybox:latest"},
+                           wrong_type_key="docker-image-name", http=False),
 }
