@@ -4,8 +4,9 @@ As Postee: ``/bin/sh <input-file>``, or ``/bin/sh`` reading ``exec-script`` on s
 environment is Herald's own plus the ``env`` entries plus ``POSTEE_EVENT=<description>``.
 Event data reaches the script only through that environment variable, never the command line.
 
-Beyond Postee: a ``timeout`` (default 60 s) after which the script's whole process group is
-killed and the attempt fails as retryable; a non-zero exit is a permanent failure carrying the
+Beyond Postee: ``event.input``/``event.raw`` placeholders in ``env`` values (still only in the
+environment, never in the command line); a ``timeout`` (default 60 s) after which the script's
+whole process group is killed and the attempt fails as retryable; a non-zero exit is a permanent failure carrying the
 exit code and the tail of the output (Postee only logged it); output is captured up to 64 KB
 (the last bytes are kept). The script runs in its own session, and whatever it left running in
 its process group is killed when it exits, so no child outlives an attempt.
@@ -24,6 +25,7 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
+from actions._placeholders import EventView, substitute
 from actions.base import Action, ActionConfig
 from app.configmodel import PStr, PStrList, parse_duration
 from app.errors import PermanentActionError, RetryableActionError
@@ -64,8 +66,8 @@ class ExecConfig(ActionConfig):
     )
     env: PStrList = Field(
         default_factory=list,
-        description="Extra environment entries `NAME=VALUE`; `POSTEE_EVENT` (the rendered "
-        "content) is always set.",
+        description="Extra environment entries `NAME=VALUE` (values may hold `event.input.<path>` / "
+        "`event.raw.<path>` placeholders); `POSTEE_EVENT` (the rendered content) is always set.",
     )
     timeout: float = Field(
         60.0, description="Kill the script's process group after this long (duration; default 60s)."
@@ -221,7 +223,9 @@ class ExecAction(Action[ExecConfig, ExecRequest]):
     config_model = ExecConfig
 
     def build_payload(self, message: ActionMessage) -> ExecRequest:
-        env = dict(parse_env_entries(self.config.env, "env"))
+        view = EventView.of(message)
+        # Herald: placeholders in env values; event data still reaches the script only as environment
+        env = {k: substitute(v, view).text for k, v in parse_env_entries(self.config.env, "env")}
         env["POSTEE_EVENT"] = message.content.description  # set last: it wins, as in Postee
         if self.config.input_file:
             return ExecRequest([SHELL, self.config.input_file], None, env, self.config.timeout)

@@ -72,6 +72,12 @@ def test_build_payload_is_pure_and_event_only_in_env() -> None:
     assert req.env == {"A": "1", "POSTEE_EVENT": TRICKY}
 
 
+def test_env_values_resolve_placeholders() -> None:
+    act = action(**{"exec-script": "true", "env": ["IMAGE=event.input.image:event.input.tag", "KIND=event.raw.kind"]})
+    req = act.build_payload(message('{"image": "nginx", "tag": "1.16"}', {"kind": "VulnerabilityReport"}))
+    assert (req.env["IMAGE"], req.env["KIND"]) == ("nginx:1.16", "VulnerabilityReport")
+
+
 # --- running --------------------------------------------------------------------------------
 
 
