@@ -217,6 +217,12 @@ class JiraAction(Action[JiraConfig, JiraIssue]):
             raise PermanentActionError(f"{self._peer}: Jira answered with something that is not JSON") from None
         except requests.RequestException as exc:
             raise RetryableActionError(f"{self._peer}: {redact(str(exc)) or type(exc).__name__}") from None
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            # The library indexes answers without checking them (serverInfo without
+            # versionNumbers, an issue without "key", ...): the peer is not the Jira we expect.
+            raise PermanentActionError(
+                f"{self._peer}: unexpected answer from Jira ({type(exc).__name__}: {redact(str(exc))[:200]})"
+            ) from None
         log.info("%s: created issue %s", self._peer, key)
 
     # ---- everything below runs in a worker thread ----

@@ -69,6 +69,27 @@ CASES: dict[str, ContractCase] = {
          "pagerduty-auth-token": "contract-rest-token-0001"},
         wrong_type_key="source", secrets=("CONTRACTROUTINGKEY00000000000001", "contract-rest-token-0001"),
     ),
+    "jira": ContractCase(
+        {"name": "c", "type": "jira", "url": "{base}", "user": "bot@corp.test", "password": "contract-jira-password",
+         "project-key": "SEC"},
+        wrong_type_key="project-key", secrets=("contract-jira-password",), http=False,  # multi-call: test_jira.py
+    ),
+    "servicenow": ContractCase(
+        {"name": "c", "type": "serviceNow", "url": "{base}", "user": "herald", "password": "contract-sn-password"},
+        wrong_type_key="instance", secrets=("contract-sn-password",), ok_statuses=(200, 201),
+    ),
+    "nexusiq": ContractCase(
+        {"name": "c", "type": "nexusIq", "url": "{base}", "user": "herald", "password": "contract-iq-password",
+         "organization-id": "222de33e8005408a844c12eab952c9b0"},
+        wrong_type_key="organization-id", secrets=("contract-iq-password",),
+        ok_body=b'{"applications": [{"id": "app-1", "publicId": "Contract test alert"}]}',
+        description='<bom xmlns="http://cyclonedx.org/schema/bom/1.4" version="1"/>',
+    ),
+    "dependencytrack": ContractCase(
+        {"name": "c", "type": "dependencytrack", "url": "{base}", "dependency-track-api-key": "contract-dt-api-key-01"},
+        wrong_type_key="url", secrets=("contract-dt-api-key-01",), title="contract-app:1.0",
+        description='{"bomFormat": "CycloneDX", "specVersion": "1.5", "version": 1}',
+    ),
     "exec": ContractCase({"name": "c", "type": "exec", "exec-script": "true"}, wrong_type_key="exec-script",
                          http=False),
     "http": ContractCase({"name": "c", "type": "http", "url": "{base}/hook", "method": "POST"}, wrong_type_key="url"),

@@ -351,3 +351,16 @@ def test_date_time_picker_normalises_to_jira_format() -> None:
         convert(meta, "last tuesday", "-date-time-picker", "1", lambda _: None)
     with pytest.raises(PermanentActionError, match="'When' needs an http\\(s\\) URL"):
         convert(meta, "ftp://x", "-field-url", "1", lambda _: None)
+
+
+async def test_a_peer_that_is_not_jira_is_permanent() -> None:
+    from aiohttp import web
+
+    async def empty(request: web.Request) -> web.Response:
+        return web.json_response({})  # e.g. a proxy that answers 200 {} to everything
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", empty)
+    async with serve(app) as url:
+        with pytest.raises(PermanentActionError, match="unexpected answer from Jira"):
+            await deliver(action(url))
