@@ -49,16 +49,22 @@ _PACKAGE = re.compile(r"^\s*package\s+([^\s#]+)", re.M)
 _SIMPLE_PATH = re.compile(r"^data(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _ID_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _LATE_BOUND = ("undefined function", "undefined ref")
+_MISSING_REF = re.compile(r"undefined (?:function|ref):? (data(?:\.[A-Za-z_][A-Za-z0-9_]*)+)")
 _V1_ONLY = ("`if` keyword is required", "`contains` keyword is required")
 
 
 class _CompileError(PolicyError):
     """OPA rejected a module; ``late_bound`` when it only references things not loaded yet."""
 
-    def __init__(self, message: str, source: str, late_bound: bool) -> None:
+    def __init__(self, message: str, source: str, late_bound: bool, missing: set[str]) -> None:
         super().__init__(message, source)
         self.detail = message
         self.late_bound = late_bound
+        self.missing = missing  # the data.* names it could not resolve; empty when not all known
+
+    def may_resolve(self, packages: list[str]) -> bool:
+        """Whether loading these packages can help (always, when not all names are known)."""
+        return not self.missing or any(m == p or m.startswith(p + ".") for m in self.missing for p in packages)
 
 
 class OpaEngine:
@@ -106,7 +112,7 @@ class OpaEngine:
             log.debug("holding back %s until what it references is loaded: %s", path, exc)
             self._pending[policy_id] = (path, source, package, exc)
         else:
-            self._retry_pending()
+            self._retry_pending([package])
         self._packages.append(package)
         return package
 
@@ -135,9 +141,12 @@ class OpaEngine:
             prefix = f"{where}:{loc['row']}:{loc.get('col', 0)}: " if "row" in loc else ""
             lines.append(f"{prefix}{code + ': ' if code else ''}{text}")
         # "error limit reached" hides the rest; whatever it hides shows up on the next upload
-        late_bound = all(any(m in str(e.get("message", "")) for m in _LATE_BOUND + ("error limit reached",))
-                         for e in details)
-        return _CompileError("; ".join(lines), path, late_bound)
+        messages = [str(e.get("message", "")) for e in details]
+        late_bound = all(any(m in text for m in _LATE_BOUND + ("error limit reached",)) for text in messages)
+        missing = {ref for text in messages for ref in _MISSING_REF.findall(text)}
+        if any("error limit reached" in text for text in messages):
+            missing = set()
+        return _CompileError("; ".join(lines), path, late_bound, missing)
 
     def _name_files(self, text: str) -> str:
         """OPA names modules by policy id in its messages; Herald users know file paths."""
@@ -145,17 +154,23 @@ class OpaEngine:
             text = text.replace(policy_id, self._ids[policy_id])
         return text
 
-    def _retry_pending(self) -> None:
+    def _retry_pending(self, loaded: list[str] | None = None) -> None:
+        """Upload held-back modules again: those waiting for one of the ``loaded`` packages (or
+        all of them), then those waiting for what that loaded, until nothing more compiles."""
         progress = True
         while progress and self._pending:
             progress = False
-            for policy_id, (path, source, package, _) in list(self._pending.items()):
+            for policy_id, (path, source, package, error) in list(self._pending.items()):
+                if loaded is not None and not error.may_resolve(loaded):
+                    continue
                 try:
                     self._put_policy(policy_id, path, source)
                 except _CompileError as exc:
                     self._pending[policy_id] = (path, source, package, exc)
                     continue
                 del self._pending[policy_id]
+                if loaded is not None:
+                    loaded.append(package)
                 progress = True
 
     def packages(self) -> list[str]:
