@@ -8,8 +8,8 @@ import html
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from html.parser import HTMLParser
-from urllib.parse import parse_qsl, urlsplit
 from typing import Annotated, Any, Generic, TypeVar
+from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import BeforeValidator
 

@@ -33,7 +33,7 @@ from pydantic import Field, StrictBool, StrictInt, field_validator, model_valida
 
 from actions._common import PendingRequests, Timeout, deliver_resumable, html_to_text
 from actions.base import Action, ActionConfig
-from app.configmodel import PStr, PStrList, SecretStr
+from app.configmodel import PStr, PStrList, Secret, SecretStr
 from app.errors import ActionError, PermanentActionError, RetryableActionError
 from app.messages import ActionMessage
 from app.redact import redact
@@ -52,7 +52,9 @@ class EmailConfig(ActionConfig):
         None, ge=1, le=65535, description="SMTP port. Required unless use-mx is true (then 25)."
     )
     user: PStr = Field("", description="SMTP user (AUTH is used when user and password are set).")
-    password: SecretStr = Field("", description="SMTP password ($NAME reads an environment variable).")
+    password: SecretStr = Field(
+        default_factory=lambda: Secret(""), description="SMTP password ($NAME reads an environment variable)."
+    )
     sender: PStr = Field("", description="From address. Defaults to user.")
     recipients: PStrList = Field(
         ..., description=f"Recipient addresses; {OWNER_TOKEN} expands to the application scope owners."
@@ -75,7 +77,7 @@ class EmailConfig(ActionConfig):
         return value
 
     @model_validator(mode="after")
-    def _transport(self) -> "EmailConfig":
+    def _transport(self) -> EmailConfig:
         if not self.sender:
             if not self.user:
                 raise ValueError("sender is required (it defaults to user, which is empty)")

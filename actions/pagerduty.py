@@ -51,7 +51,8 @@ _FALCO = {"emergency": "critical", "alert": "critical", "critical": "critical", 
 class PagerDutyConfig(ActionConfig):
     pagerduty_routing_key: SecretStr = Field(..., description="Events API v2 integration (routing) key.")
     pagerduty_auth_token: SecretStr = Field(
-        "", description="REST API token; accepted for Postee compatibility, not used by Events v2."
+        default_factory=lambda: Secret(""),
+        description="REST API token; accepted for Postee compatibility, not used by Events v2.",
     )
     url: PStr = Field(DEFAULT_URL, description="Events API base URL (default https://events.pagerduty.com).")
     source: PStr = Field("herald", description="payload.source: where the problem is (default herald).")

@@ -61,22 +61,24 @@ def _escape(text: str) -> str:
 def parse_blocks(description: str) -> list[dict[str, Any]]:
     """Postee's rules for turning a description into a list of blocks."""
     body = description.strip()
-    body = body[:-1] if body.endswith(",") else body
+    body = body.removesuffix(",")
     body = _escape(body)
     if not body.startswith("["):
         body = f"[{body}]"
     try:
-        blocks = json.loads(body)
+        blocks: Any = json.loads(body)
     except ValueError as exc:
         raise PermanentActionError(
             f"wrong template selected, choose a correct template (description is not Slack blocks JSON: {exc})"
         ) from None
+    if not isinstance(blocks, list):
+        raise PermanentActionError("wrong template selected, choose a correct template (not a list of blocks)")
     for i, block in enumerate(blocks):
         if not isinstance(block, dict) or not isinstance(block.get("type"), str):
             raise PermanentActionError(
                 f"wrong template selected, choose a correct template (block {i} is not an object with a type)"
             )
-    return blocks
+    return [b for b in blocks if isinstance(b, dict)]
 
 
 def _fit(block: dict[str, Any]) -> dict[str, Any]:

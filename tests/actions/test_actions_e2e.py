@@ -8,7 +8,7 @@ import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import pytest
 from aiohttp import web
@@ -46,7 +46,7 @@ class Peers:
         app.router.add_post("/v2/enqueue", self.pagerduty.enqueue)
         return app
 
-    def __enter__(self) -> "Peers":
+    def __enter__(self) -> Self:
         started = threading.Event()
 
         def run() -> None:
@@ -62,7 +62,7 @@ class Peers:
         assert started.wait(10), "peers did not start"
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
@@ -71,7 +71,7 @@ class Peers:
 
 def e2e_config(peers: Peers, smtp_port: int) -> dict[str, Any]:
     fast = {"enable": True, "retry-initial-backoff": "0.05s", "retry-max-backoff": "0.2s"}
-    aqua = 'input.image == "%s"' % AQUA["image"]
+    aqua = f'input.image == "{AQUA["image"]}"'
     return {
         "routes": [
             {"name": "r-slack", "input": aqua, "actions": ["slack"], "template": "vuls-slack"},

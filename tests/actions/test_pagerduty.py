@@ -42,7 +42,7 @@ def event_errors(body: dict[str, Any]) -> list[str]:
         errors.append("'payload.severity' is invalid (must be one of critical, error, warning or info)")
     if "timestamp" in payload:
         try:
-            datetime.fromisoformat(str(payload["timestamp"]).replace("Z", "+00:00"))
+            datetime.fromisoformat(str(payload["timestamp"]))
         except ValueError:
             errors.append("'payload.timestamp' is not a valid ISO 8601 timestamp")
     if "custom_details" in payload and not isinstance(payload["custom_details"], dict):

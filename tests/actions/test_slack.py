@@ -188,7 +188,7 @@ async def test_rate_limit_honours_retry_after(slack: tuple[FakeSlack, str]) -> N
 
 @pytest.mark.asyncio
 async def test_invalid_blocks_is_permanent_and_hides_the_url(slack: tuple[FakeSlack, str]) -> None:
-    fake, url = slack
+    _, url = slack
     with pytest.raises(PermanentActionError, match="invalid_blocks") as info:
         await slack_action(url).deliver(make_message(description='{"type": "bogus"}'))
     assert info.value.status == 400

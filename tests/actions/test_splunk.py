@@ -10,8 +10,16 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from aiohttp import web
-from support import (FIXTURES, assert_golden, build_action, make_message, request_as_json, self_signed_cert,
-                     serve, server_tls_context)
+from support import (
+    FIXTURES,
+    assert_golden,
+    build_action,
+    make_message,
+    request_as_json,
+    self_signed_cert,
+    serve,
+    server_tls_context,
+)
 
 from actions.splunk import SplunkAction, collector_url
 from app.errors import PermanentActionError, RetryableActionError

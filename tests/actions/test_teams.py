@@ -91,8 +91,8 @@ def teams_action(url: str, **cfg: Any) -> TeamsAction:
     ("https://contoso.webhook.office.com/webhookb2/a@b/IncomingWebhook/c/d", "connector"),
     ("https://outlook.office.com/webhook/a@b/IncomingWebhook/c/d", "connector"),
     ("https://prod-12.westus.logic.azure.com:443/workflows/ab12/triggers/manual/paths/invoke?sig=x", "workflow"),
-    ("https://default1a2b.03.environment.api.powerplatform.com:443/powerautomate/automations/direct/"
-     "workflows/ab12/triggers/manual/paths/invoke?sig=x", "workflow"),
+    (("https://default1a2b.03.environment.api.powerplatform.com:443/powerautomate/automations/direct/"
+      "workflows/ab12/triggers/manual/paths/invoke?sig=x"), "workflow"),
     ("https://teams-proxy.internal/hook", "connector"),
 ])
 def test_detects_the_webhook_kind(url: str, kind: str) -> None:
