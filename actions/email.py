@@ -32,6 +32,7 @@ import aiosmtplib
 from pydantic import Field, StrictBool, StrictInt, field_validator, model_validator
 
 from actions._common import PendingRequests, Timeout, deliver_resumable, html_to_text
+from actions._config import key_error
 from actions.base import Action, ActionConfig
 from app.configmodel import PStr, PStrList, Secret, SecretStr
 from app.errors import ActionError, PermanentActionError, RetryableActionError
@@ -78,17 +79,19 @@ class EmailConfig(ActionConfig):
 
     @model_validator(mode="after")
     def _transport(self) -> EmailConfig:
+        # key_error, not ValueError: an error without a key path would print the whole action,
+        # password included, as the offending value.
         if not self.sender:
             if not self.user:
-                raise ValueError("sender is required (it defaults to user, which is empty)")
+                raise key_error(self, "sender", "sender is required (it defaults to user, which is empty)")
             self.sender = self.user
         if not _ADDRESS.match(self.sender):
-            raise ValueError(f"sender is not an email address: {self.sender!r}")
+            raise key_error(self, "sender", f"not an email address: {self.sender!r}")
         if not self.use_mx:
             if not self.host:
-                raise ValueError("host is required unless use-mx is true")
+                raise key_error(self, "host", "host is required unless use-mx is true")
             if self.port is None:
-                raise ValueError("port is required unless use-mx is true")
+                raise key_error(self, "port", "port is required unless use-mx is true")
         return self
 
 

@@ -257,6 +257,14 @@ async def test_connection_refused_is_retryable() -> None:
         await action.deliver(make_message(description="x"))
 
 
+def test_config_errors_never_show_the_password() -> None:
+    data = {"name": "m", "type": "email", "recipients": ["a@b.test"], "user": "u@b.test",
+            "password": "pw-in-config-0001", "port": 25}
+    with pytest.raises(ConfigError, match=r"actions\[0\]\.host: host is required") as info:
+        build_action(data)
+    assert "pw-in-config-0001" not in str(info.value)
+
+
 def test_config_rules() -> None:
     base = {"name": "m", "type": "email", "recipients": ["a@b.test"]}
     with pytest.raises(ConfigError, match="host is required unless use-mx"):
@@ -269,6 +277,8 @@ def test_config_rules() -> None:
         build_action({**base, "host": "h", "port": 25, "sender": "s@b.test", "recipients": ["bad"]})
     with pytest.raises(ConfigError, match=r"actions\[0\]\.port"):
         build_action({**base, "host": "h", "port": "587", "sender": "s@b.test"})
+    with pytest.raises(ConfigError, match=r"actions\[0\]\.sender: not an email address: 'x'"):
+        build_action({**base, "host": "h", "port": 25, "sender": "x"})
     mx = build_action({**base, "use-mx": True, "sender": "s@b.test"})
     assert mx.config.port is None  # 25 is used at send time
 
