@@ -248,3 +248,23 @@ def test_user_directory_that_does_not_exist_is_reported(tmp_path: Path) -> None:
     library = TemplateLibrary([BUILTIN_TEMPLATE_DIR, missing])
     assert any(str(missing) in e for e in library.errors)
     assert library.has_package("postee.vuls.html")
+
+
+def test_herald_render_with_template_dir(user_dir: Path, tmp_path: Path) -> None:
+    """The same directory through ``herald render --template-dir`` (a real process)."""
+    import subprocess
+    import sys
+
+    event = tmp_path / "event.json"
+    event.write_text('{"user": "demo"}')
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-m", "app.cli", "render", "--template-dir", str(user_dir), "--package", "rego1.json",
+         "--input", str(event)],
+        cwd=root, capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert (out["title"], out["description"], out["url"]) == (
+        "Audit event received", '{"assignee":"demo"}', "Audit-registry-received/Audit-image-received")
+    assert "broken.rego:4:" in done.stderr  # the file that does not compile is reported at start
