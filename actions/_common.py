@@ -13,8 +13,9 @@ from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import BeforeValidator
 
+from actions._config import key_error, merge_secret_file
 from app import redact
-from app.configmodel import Secret, parse_duration
+from app.configmodel import PosteeModel, parse_duration
 from app.errors import ConfigError, RetryableActionError
 from app.messages import ActionMessage
 
@@ -46,20 +47,29 @@ def check_http_url(value: str) -> str:
     return value
 
 
-def check_secret_http_url(value: Secret) -> Secret:
-    """The URL is a credential (Slack/Teams webhooks): never echo it back. Its path and query
-    values are redacted too, since servers quote them in error pages ("/services/T/B/x not
-    found")."""
-    url = value.reveal()
+def require_secret(model: PosteeModel, key: str, required: bool = True) -> None:
+    """Take ``<key>`` from ``<key>-file`` when that is given (a mounted Kubernetes Secret), and
+    insist on one of them when ``required``. Errors carry the key path, never the value."""
+    merge_secret_file(model, key)
+    if required and not getattr(model, key.replace("-", "_")):
+        raise key_error(model, key, f"is required (give {key} or {key}-file)")
+
+
+def require_secret_url(model: PosteeModel, key: str) -> None:
+    """A webhook URL that is itself the credential (Slack, Teams), inline or from ``<key>-file``.
+
+    Its path and long query values are registered for redaction as well, since servers quote
+    them in error pages ("/services/T/B/x was not found")."""
+    require_secret(model, key)
+    url = getattr(model, key.replace("-", "_")).reveal()
     if not url.startswith(("http://", "https://")):
-        raise ValueError("must be an http:// or https:// URL (value hidden: it is a credential)")
+        raise key_error(model, key, "must be an http:// or https:// URL (value hidden: it is a credential)")
     parts = urlsplit(url)
     if len(parts.path) > 8:
         redact.register(parts.path)
     for _, param in parse_qsl(parts.query):
         if len(param) >= 16:  # signatures, not "api-version=2016-06-01"
             redact.register(param)
-    return value
 
 
 def aqua_server(message: ActionMessage) -> str:

@@ -31,8 +31,8 @@ from email.utils import format_datetime
 import aiosmtplib
 from pydantic import Field, StrictBool, StrictInt, field_validator, model_validator
 
-from actions._common import PendingRequests, Timeout, deliver_resumable, html_to_text
-from actions._config import key_error
+from actions._common import PendingRequests, Timeout, deliver_resumable, html_to_text, require_secret
+from actions._config import SecretFile, key_error
 from actions.base import Action, ActionConfig
 from app.configmodel import PStr, PStrList, Secret, SecretStr
 from app.errors import ActionError, PermanentActionError, RetryableActionError
@@ -56,6 +56,7 @@ class EmailConfig(ActionConfig):
     password: SecretStr = Field(
         default_factory=lambda: Secret(""), description="SMTP password ($NAME reads an environment variable)."
     )
+    password_file: SecretFile = Field(None, description="File holding the password (instead of password).")
     sender: PStr = Field("", description="From address. Defaults to user.")
     recipients: PStrList = Field(
         ..., description=f"Recipient addresses; {OWNER_TOKEN} expands to the application scope owners."
@@ -81,6 +82,7 @@ class EmailConfig(ActionConfig):
     def _transport(self) -> EmailConfig:
         # key_error, not ValueError: an error without a key path would print the whole action,
         # password included, as the offending value.
+        require_secret(self, "password", required=False)
         if not self.sender:
             if not self.user:
                 raise key_error(self, "sender", "sender is required (it defaults to user, which is empty)")

@@ -24,9 +24,10 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field, field_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
-from actions._common import Timeout, check_http_url, stable_key, truncate
+from actions._common import Timeout, check_http_url, require_secret, stable_key, truncate
+from actions._config import SecretFile
 from actions._http import HttpClient, HttpRequest
 from actions.base import Action, ActionConfig
 from app.configmodel import PStr, Secret, SecretStr
@@ -57,7 +58,12 @@ def _priority(value: str, where: str) -> str:
 
 
 class OpsGenieConfig(ActionConfig):
-    token: SecretStr = Field(..., description="API key of an OpsGenie API integration ($NAME reads the environment).")
+    token: SecretStr = Field(
+        default_factory=lambda: Secret(""),
+        description="API key of an OpsGenie API integration ($NAME reads the environment).",
+        json_schema_extra={"herald_required": "yes, or token-file"},
+    )
+    token_file: SecretFile = Field(None, description="File holding the API key (instead of token).")
     user: PStr = Field("", description="Display name of the request owner.")
     assignee: CsvList = Field(
         default_factory=list, description="Responders (users; 'team:', 'schedule:', 'escalation:' prefixes)."
@@ -71,12 +77,10 @@ class OpsGenieConfig(ActionConfig):
     api_region: PStr = Field("us", description="us (api.opsgenie.com) or eu (api.eu.opsgenie.com).")
     timeout: Timeout = Field(30.0, description="Request timeout (duration).")
 
-    @field_validator("token")
-    @classmethod
-    def _token(cls, value: Secret) -> Secret:
-        if not value:
-            raise ValueError("an API key is required")
-        return value
+    @model_validator(mode="after")
+    def _secrets(self) -> OpsGenieConfig:
+        require_secret(self, "token")
+        return self
 
     @field_validator("priority")
     @classmethod

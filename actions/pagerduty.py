@@ -31,9 +31,10 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
-from actions._common import Timeout, check_http_url, stable_key, truncate
+from actions._common import Timeout, check_http_url, require_secret, stable_key, truncate
+from actions._config import SecretFile
 from actions._http import HttpClient, HttpRequest
 from actions.base import Action, ActionConfig
 from app.configmodel import PStr, Secret, SecretStr
@@ -49,7 +50,13 @@ _FALCO = {"emergency": "critical", "alert": "critical", "critical": "critical", 
 
 
 class PagerDutyConfig(ActionConfig):
-    pagerduty_routing_key: SecretStr = Field(..., description="Events API v2 integration (routing) key.")
+    pagerduty_routing_key: SecretStr = Field(
+        default_factory=lambda: Secret(""), description="Events API v2 integration (routing) key.",
+        json_schema_extra={"herald_required": "yes, or pagerduty-routing-key-file"},
+    )
+    pagerduty_routing_key_file: SecretFile = Field(
+        None, description="File holding the routing key (instead of pagerduty-routing-key)."
+    )
     pagerduty_auth_token: SecretStr = Field(
         default_factory=lambda: Secret(""),
         description="REST API token; accepted for Postee compatibility, not used by Events v2.",
@@ -59,12 +66,10 @@ class PagerDutyConfig(ActionConfig):
     severity: PStr = Field("", description="Fixed severity (critical, error, warning, info); empty derives it.")
     timeout: Timeout = Field(30.0, description="Request timeout (duration).")
 
-    @field_validator("pagerduty_routing_key")
-    @classmethod
-    def _key(cls, value: Secret) -> Secret:
-        if not value:
-            raise ValueError("a routing key is required")
-        return value
+    @model_validator(mode="after")
+    def _secrets(self) -> PagerDutyConfig:
+        require_secret(self, "pagerduty-routing-key")
+        return self
 
     @field_validator("url")
     @classmethod

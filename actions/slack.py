@@ -24,9 +24,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, model_validator
 
-from actions._common import PendingRequests, Timeout, check_secret_http_url, deliver_resumable, truncate
+from actions._common import PendingRequests, Timeout, deliver_resumable, require_secret_url, truncate
+from actions._config import SecretFile
 from actions._http import HttpClient, HttpRequest
 from actions.base import Action, ActionConfig
 from app.configmodel import Secret, SecretStr
@@ -39,13 +40,19 @@ FIELD_TEXT_LIMIT = 2000
 
 
 class SlackConfig(ActionConfig):
-    url: SecretStr = Field(..., description="Slack incoming webhook URL (a credential: it is never logged).")
+    url: SecretStr = Field(
+        default_factory=lambda: Secret(""),
+        json_schema_extra={"herald_required": "yes, or url-file"},
+        description="Slack incoming webhook URL (a credential: it is never logged).",
+    )
+    url_file: SecretFile = Field(None, description="File holding the webhook URL (instead of url).")
     timeout: Timeout = Field(30.0, description="Request timeout (duration).")
 
-    @field_validator("url")
-    @classmethod
-    def _url(cls, value: Secret) -> Secret:
-        return check_secret_http_url(value)
+
+    @model_validator(mode="after")
+    def _secrets(self) -> SlackConfig:
+        require_secret_url(self, "url")
+        return self
 
 
 @dataclass(slots=True)

@@ -25,12 +25,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pydantic import Field, StrictBool, StrictInt, field_validator
+from pydantic import Field, StrictBool, StrictInt, field_validator, model_validator
 
-from actions._common import Timeout, check_http_url
+from actions._common import Timeout, check_http_url, require_secret
+from actions._config import SecretFile
 from actions._http import HttpClient, HttpRequest
 from actions.base import Action, ActionConfig
-from app.configmodel import PStr, SecretStr
+from app.configmodel import PStr, Secret, SecretStr
 from app.errors import PermanentActionError
 from app.messages import ActionMessage
 
@@ -41,7 +42,11 @@ AQUA_TRIM_ORDER = ("resources", "malware", "sensitive_data")
 
 class SplunkConfig(ActionConfig):
     url: PStr = Field(..., description="Splunk HTTP Event Collector base URL, e.g. https://splunk:8088.")
-    token: SecretStr = Field(..., description="HEC token ($NAME reads an environment variable).")
+    token: SecretStr = Field(
+        default_factory=lambda: Secret(""), description="HEC token ($NAME reads an environment variable).",
+        json_schema_extra={"herald_required": "yes, or token-file"},
+    )
+    token_file: SecretFile = Field(None, description="File holding the token (instead of token).")
     size_limit: StrictInt = Field(
         DEFAULT_SIZE_LIMIT, ge=0, description="Largest request body in bytes (0 means 10000)."
     )
@@ -52,6 +57,11 @@ class SplunkConfig(ActionConfig):
     @classmethod
     def _url(cls, value: str) -> str:
         return check_http_url(value)
+
+    @model_validator(mode="after")
+    def _secrets(self) -> SplunkConfig:
+        require_secret(self, "token")
+        return self
 
     @field_validator("size_limit")
     @classmethod

@@ -26,9 +26,10 @@ import json
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
-from actions._common import Timeout, aqua_server, check_secret_http_url, html_to_text, short_html_message
+from actions._common import Timeout, aqua_server, html_to_text, require_secret_url, short_html_message
+from actions._config import SecretFile
 from actions._http import HttpClient, HttpRequest
 from actions.base import Action, ActionConfig
 from app.configmodel import PStr, Secret, SecretStr
@@ -40,17 +41,23 @@ DEFAULT_TITLE = "Herald notification"
 
 
 class TeamsConfig(ActionConfig):
-    url: SecretStr = Field(..., description="Teams incoming webhook or Workflows URL (a credential: never logged).")
+    url: SecretStr = Field(
+        default_factory=lambda: Secret(""),
+        json_schema_extra={"herald_required": "yes, or url-file"},
+        description="Teams incoming webhook or Workflows URL (a credential: never logged).",
+    )
+    url_file: SecretFile = Field(None, description="File holding the webhook URL (instead of url).")
     teams_format: PStr = Field(
         "auto", description="Payload kind: auto (from the URL), connector (O365 MessageCard text) or workflow "
         "(Adaptive Card)."
     )
     timeout: Timeout = Field(30.0, description="Request timeout (duration).")
 
-    @field_validator("url")
-    @classmethod
-    def _url(cls, value: Secret) -> Secret:
-        return check_secret_http_url(value)
+
+    @model_validator(mode="after")
+    def _secrets(self) -> TeamsConfig:
+        require_secret_url(self, "url")
+        return self
 
     @field_validator("teams_format")
     @classmethod

@@ -211,9 +211,8 @@ async def test_throttled_is_retryable(pagerduty: tuple[FakePagerDuty, str]) -> N
 
 
 def test_config_rules() -> None:
-    with pytest.raises(ConfigError, match=r"actions\[0\]\.pagerduty-routing-key: Field required"):
-        build_action({"name": "pd", "type": "pagerduty"})
-    with pytest.raises(ConfigError, match=r"actions\[0\]\.pagerduty-routing-key: a routing key is required"):
+    with pytest.raises(ConfigError, match=r"actions\[0\]\.pagerduty-routing-key: is required \(give "
+                                          r"pagerduty-routing-key or pagerduty-routing-key-file\)"):
         build_action({"name": "pd", "type": "pagerduty", "pagerduty-routing-key": ""})
     with pytest.raises(ConfigError, match=r"actions\[0\]\.severity: must be one of critical"):
         pd_action(severity="high")
