@@ -30,6 +30,7 @@ def _event(name: str) -> dict[str, Any]:
     """A fixture by short name; "+function" / "+vm" derive ServiceNow's other Aqua scan kinds."""
     base, _, variant = name.partition("+")
     paths = {"finding-single": FIXTURES / "tracee" / "finding-single.json",
+             "falco-event-single": FIXTURES / "falco" / "event-single.json",
              "trivy-operator-sbom": LOCAL / "trivy-operator-sbom.json"}
     event: dict[str, Any] = json.loads(paths.get(base, POSTEE / f"{base}.json").read_text())
     if variant:
@@ -62,6 +63,9 @@ TARGETS: dict[str, list[str]] = {
     "postee.trivyoperator.jira": ["trivy-operator-input"],
     "postee.trivyoperator.slack": ["trivy-operator-input"],
     "postee.trivyoperator.dependencytrack": ["trivy-operator-sbom"],
+    # Herald's own (Postee had no Falco templates)
+    "herald.falco.html": ["falco-event-single"],
+    "herald.falco.slack": ["falco-event-single"],
 }
 # templates that link to the Aqua console render once with and once without aqua-server
 LINKING = {"postee.vuls.html", "postee.vuls.slack", "postee.servicenow", "postee.servicenow.insight"}
@@ -73,9 +77,10 @@ CASES = [
     for server in ([AQUA_SERVER, ""] if package in LINKING else [AQUA_SERVER])
 ]
 
-SLACK = {"postee.vuls.slack", "postee.tracee.slack", "postee.vuls.trivy.slack", "postee.trivyoperator.slack"}
+SLACK = {"postee.vuls.slack", "postee.tracee.slack", "postee.vuls.trivy.slack", "postee.trivyoperator.slack",
+         "herald.falco.slack"}
 HTML = {"postee.rawmessage.html", "postee.vuls.html", "postee.servicenow", "postee.servicenow.incident",
-        "postee.servicenow.insight", "postee.tracee.html"}
+        "postee.servicenow.insight", "postee.tracee.html", "herald.falco.html"}
 
 
 @pytest.fixture(scope="module")
@@ -90,8 +95,7 @@ def render(library: TemplateLibrary, package: str, fixture: str, aqua_server: st
 
 
 def test_every_builtin_package_has_cases(library: TemplateLibrary) -> None:
-    templates = {p for p in library.files if p.startswith("postee.") and not p.endswith("aggregation")}
-    templates.discard("postee")  # common.rego's helpers
+    templates = {p for p in library.files if p.startswith(("postee.", "herald.falco.")) and not p.endswith("aggregation")}
     assert templates == set(TARGETS)
 
 
@@ -193,6 +197,7 @@ def test_aggregation(library: TemplateLibrary, package: str, fixtures: list[str]
         assert aggregate.description.count("h1. pom.xml vulnerability scan report\n") == 3
 
 
-@pytest.mark.parametrize("package", ["postee.tracee.html", "postee.trivyoperator.slack", "postee.vuls.opsgenie"])
+@pytest.mark.parametrize("package", ["postee.tracee.html", "postee.trivyoperator.slack", "postee.vuls.opsgenie",
+                                     "herald.falco.slack"])
 def test_packages_without_aggregation(library: TemplateLibrary, package: str) -> None:
     assert not PackageTemplate("t", package, library).supports_aggregation()
