@@ -30,7 +30,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 from urllib.parse import quote, urlsplit
 
 import orjson
@@ -45,7 +45,7 @@ log = logging.getLogger("herald.opa")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO_ROOT / "scripts" / "build-opa.sh"
 
-_PACKAGE = re.compile(r"^\s*package\s+([^\s#]+)", re.M)
+_PACKAGE = re.compile(r"^\s*package\s+([^\s#]+)", re.MULTILINE)
 _SIMPLE_PATH = re.compile(r"^data(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _ID_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _LATE_BOUND = ("undefined function", "undefined ref")
@@ -316,7 +316,8 @@ def opa_binary(build: bool = True) -> Path:
             raise PolicyError(f"building OPA failed:\n{done.stderr[-4000:]}", str(BUILD_SCRIPT))
         return Path(done.stdout.strip().splitlines()[-1])
     if BUILD_SCRIPT.is_file():
-        cached = REPO_ROOT / ".cache" / "opa" / pinned_opa_version() / "opa"
+        cache = Path(os.environ.get("HERALD_CACHE_DIR") or REPO_ROOT / ".cache")
+        cached = cache / "opa" / pinned_opa_version() / "opa"
         if cached.is_file():
             return cached
     raise PolicyError("no OPA binary: run scripts/build-opa.sh or set HERALD_OPA_BIN", "opa")
@@ -346,7 +347,7 @@ class OpaServer:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
 
-    def start(self, timeout: float = 30.0, attempts: int = 3) -> OpaServer:
+    def start(self, timeout: float = 30.0, attempts: int = 3) -> Self:
         for _ in range(attempts):  # another process may take the free port before OPA binds it
             if self._start_once(timeout):
                 return self
@@ -395,8 +396,9 @@ class OpaServer:
             self._log.close()
             self._log = None
 
-    def __enter__(self) -> OpaServer:
-        return self.start()
+    def __enter__(self) -> Self:
+        self.start()
+        return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()

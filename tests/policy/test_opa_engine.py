@@ -55,8 +55,8 @@ def test_a_bad_url_is_rejected_with_the_key(url: str) -> None:
     assert repr(url) in str(err.value)
 
 
-def test_an_unreachable_server_is_a_policy_error() -> None:
-    with OpaServer(opa_binary(build=False)) as server:
+def test_an_unreachable_server_is_a_policy_error(opa_server: OpaServer) -> None:
+    with OpaServer(opa_server.binary) as server:
         url = server.url
     engine = OpaEngine(url, timeout=2)
     try:
@@ -69,8 +69,8 @@ def test_an_unreachable_server_is_a_policy_error() -> None:
         engine.close()
 
 
-def test_a_v1_server_runs_v1_modules_and_explains_v0_ones() -> None:
-    with OpaServer(opa_binary(build=False), v0=False) as server:
+def test_a_v1_server_runs_v1_modules_and_explains_v0_ones(opa_server: OpaServer) -> None:
+    with OpaServer(opa_server.binary, v0=False) as server:
         pid = server.pid
         assert pid is not None and psutil.pid_exists(pid)
         assert "--v0-compatible" not in psutil.Process(pid).cmdline()
