@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
 import uuid
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -84,7 +85,8 @@ class FakeNexusIq:
             root = ET.fromstring(text)
         except ET.ParseError:
             return web.Response(status=400, text="Unable to parse the SBOM")
-        if root.tag != f"{{{CYCLONEDX}}}bom":
+        # IQ reads every CycloneDX XML version (1.0 ... 1.5), each with its own namespace.
+        if not re.fullmatch(r"\{http://cyclonedx\.org/schema/bom/1\.[0-9]+\}bom", root.tag):
             return web.Response(status=400, text="Not a CycloneDX SBOM")
         self.scans.append((app_id, text))
         return web.json_response({"statusUrl": f"api/v2/scan/applications/{app_id}/status/{uuid.uuid4().hex}"},
