@@ -64,7 +64,7 @@ class NonJson(Enum):
 class EventView:
     """The two documents placeholders look into, parsed once per message."""
 
-    __slots__ = ("description", "input_doc", "event")
+    __slots__ = ("description", "event", "input_doc")
 
     def __init__(self, description: str, event: dict[str, Any] | None = None) -> None:
         self.description = description
@@ -75,7 +75,7 @@ class EventView:
             self.input_doc = MISSING  # the description is not JSON
 
     @classmethod
-    def of(cls, message: ActionMessage) -> "EventView":
+    def of(cls, message: ActionMessage) -> EventView:
         return cls(message.content.description, message.event)
 
     @property

@@ -88,7 +88,7 @@ class ExecConfig(ActionConfig):
         return value
 
     @model_validator(mode="after")
-    def _one_script(self) -> "ExecConfig":
+    def _one_script(self) -> ExecConfig:
         given = [k for k, v in (("input-file", self.input_file), ("exec-script", self.exec_script)) if v]
         if len(given) != 1:
             why = "both are set" if given else "neither is set"

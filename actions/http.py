@@ -12,9 +12,11 @@ Beyond Postee: placeholders anywhere in ``body-content`` (several per line, mid-
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -92,7 +94,7 @@ class HttpConfig(ActionConfig):
         return seconds or 5.0
 
     @model_validator(mode="after")
-    def _one_body(self) -> "HttpConfig":
+    def _one_body(self) -> HttpConfig:
         if self.body_file and self.body_content:
             raise ValueError("'body-file' and 'body-content' are exclusive: set at most one")
         return self
@@ -143,8 +145,7 @@ class HttpAction(Action[HttpConfig, HttpCall]):
         req = request.request
         if request.body_file:
             try:
-                with open(request.body_file, "rb") as fh:
-                    req.body = fh.read()
+                req.body = await asyncio.to_thread(Path(request.body_file).read_bytes)
             except OSError as exc:
                 raise PermanentActionError(
                     f"http {self.name}: cannot read body-file {request.body_file!r}: {exc.strerror}"

@@ -43,9 +43,11 @@ from typing import Any, Literal
 
 import orjson
 import urllib3
+import yaml
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
+from kubernetes.config.config_exception import ConfigException
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
 from actions._http import parse_retry_after
@@ -180,7 +182,7 @@ class KubernetesConfig(ActionConfig):
         return value
 
     @model_validator(mode="after")
-    def _coherent(self) -> "KubernetesConfig":
+    def _coherent(self) -> KubernetesConfig:
         if not self.kube_config_file and not os.environ.get("KUBERNETES_SERVICE_HOST"):
             raise ValueError(
                 "'kube-config-file' is required unless Herald runs inside a cluster "
@@ -290,12 +292,12 @@ class KubernetesAction(Action[KubernetesConfig, KubePlan]):
                 path = self.config.kube_config_file
                 try:
                     if path:
-                        k8s_config.load_kube_config(
+                        k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
                             config_file=path, client_configuration=conf, persist_config=False
                         )
                     else:
-                        k8s_config.load_incluster_config(client_configuration=conf)
-                except Exception as exc:  # the loader raises ConfigException, OSError, YAML errors
+                        k8s_config.load_incluster_config(client_configuration=conf)  # type: ignore[no-untyped-call]
+                except (ConfigException, OSError, ValueError, TypeError, KeyError, yaml.YAMLError) as exc:
                     where = f"kube-config-file {path!r}" if path else "in-cluster config"
                     raise PermanentActionError(
                         f"kubernetes {self.name}: cannot load {where}: {redact(str(exc))}"

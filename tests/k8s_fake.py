@@ -227,7 +227,7 @@ class KubeFake:
 
     # -- server ----------------------------------------------------------------------------
 
-    def start(self) -> "KubeFake":
+    def start(self) -> KubeFake:
         ready = threading.Event()
 
         def serve() -> None:

@@ -41,7 +41,7 @@ def enforcement_config(kubeconfig: Path, docker_host: str, sink: Sink, out: Path
             {"name": "r-remove", "input": critical, "actions": ["delete-vulnerable-pods"], "template": "raw-json"},
             {"name": "r-no-selector", "input": 'input.kind == "selector-test"', "actions": ["k8s-empty-selector"],
              "template": "raw-json"},
-            {"name": "r-scan", "input": 'input.image == "%s"' % AQUA["image"], "actions": ["docker-ok", "docker-3"],
+            {"name": "r-scan", "input": f'input.image == "{AQUA["image"]}"', "actions": ["docker-ok", "docker-3"],
              "template": "raw-json"},
             {"name": "r-placeholders", "input": 'input.kind == "placeholders"', "actions": ["exec-env", "http-body"],
              "template": "raw-json"},
