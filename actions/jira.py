@@ -332,10 +332,11 @@ class JiraAction(Action[JiraConfig, JiraIssue]):
         found = client.search_users(query=name) if cloud else client.search_users(user=name)
         raws = [u.raw for u in found]
         exact = [u for u in raws if name in (u.get("name"), u.get("emailAddress"), u.get("displayName"))]
-        pick = (exact or raws or [None])[0]
-        if pick is None:
+        candidates = exact or raws
+        if not candidates:
             log.warning("%s: no Jira user matches %r; the field is left empty", self._peer, name)
             return None
+        pick = candidates[0]
         if cloud:
             return {"accountId": str(pick["accountId"])}
         return {"name": str(pick["name"])}

@@ -165,6 +165,16 @@ async def test_named_sprint_issuetype_and_priority(jira: tuple[FakeJira, str]) -
                                          "description": "h1. Findings\n* openssl 3.1 -> 3.1.5"}
 
 
+async def test_priorities_come_from_the_priority_list_when_create_meta_has_none(jira: tuple[FakeJira, str]) -> None:
+    fake, url = jira
+    for f in fake.screens["Task"]:
+        if f["fieldId"] == "priority":
+            del f["allowedValues"]
+    await deliver(action(url, priority="highest"))
+    assert fake.created[0]["fields"]["priority"] == {"name": "Highest"}
+    assert ("GET", "/rest/api/2/priority") in fake.requests
+
+
 async def test_unknowns_by_schema_and_by_suffix(jira: tuple[FakeJira, str]) -> None:
     fake, url = jira
     unknowns = {
