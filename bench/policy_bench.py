@@ -16,19 +16,20 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import orjson  # noqa: E402
+import orjson
 
-from app.config import RouteConfig  # noqa: E402
-from app.policy.engine import EmbeddedEngine, PolicyEngine  # noqa: E402
-from app.policy.filters import RouteFilters  # noqa: E402
-from app.policy.opa import OpaEngine, OpaServer  # noqa: E402
-from app.policy.templates import BUILTIN_TEMPLATE_DIR, PackageTemplate, TemplateLibrary  # noqa: E402
+from app.config import RouteConfig
+from app.policy.engine import EmbeddedEngine, PolicyEngine
+from app.policy.filters import RouteFilters
+from app.policy.opa import OpaEngine, OpaServer
+from app.policy.templates import BUILTIN_TEMPLATE_DIR, PackageTemplate, TemplateLibrary
 
 FIXTURES = Path(os.environ.get("HERALD_FIXTURES", "/work/shared/fixtures"))
 EVENT = FIXTURES / "postee" / "aqua-input.json"
