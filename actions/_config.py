@@ -32,7 +32,8 @@ def _read_secret_file(value: Any) -> Secret | None:
     if value is None or value == "":
         return None
     if not isinstance(value, str):
-        raise ValueError(f"expected a file path, got {type(value).__name__}")
+        # ValueError, not TypeError: pydantic only turns ValueError into a key-path error
+        raise ValueError(f"expected a file path, got {type(value).__name__}")  # noqa: TRY004
     try:
         # key "" keeps the message free of a second key prefix; pydantic adds the key path.
         return read_secret_file(value, "")

@@ -15,6 +15,7 @@ Postee v2): the suffix is stripped to find the field and chooses the conversion.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -46,7 +47,7 @@ class FieldMeta:
     allowed: tuple[dict[str, Any], ...] = ()
 
     @classmethod
-    def from_raw(cls, field_id: str, raw: dict[str, Any]) -> "FieldMeta":
+    def from_raw(cls, field_id: str, raw: dict[str, Any]) -> FieldMeta:
         schema = raw.get("schema") or {}
         allowed = raw.get("allowedValues") or ()
         return cls(
@@ -227,7 +228,7 @@ def _number(meta: FieldMeta, value: str) -> int | float:
         number = float(text)
     except ValueError:
         raise PermanentActionError(f"jira: field {meta.name!r} needs a number, got {value!r}") from None
-    if number != number or number in (float("inf"), float("-inf")):
+    if not math.isfinite(number):
         raise PermanentActionError(f"jira: field {meta.name!r} needs a finite number, got {value!r}")
     return number
 

@@ -48,7 +48,7 @@ class DependencyTrackConfig(ActionConfig):
         return check_http_url(value).rstrip("/")
 
     @model_validator(mode="after")
-    def _api_key(self) -> "DependencyTrackConfig":
+    def _api_key(self) -> DependencyTrackConfig:
         merge_secret_file(self, "dependency-track-api-key")
         if not self.dependency_track_api_key:
             raise key_error(

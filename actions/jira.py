@@ -40,7 +40,6 @@ from jira import JIRA, JIRAError
 from jira.resources import Resource
 from pydantic import BeforeValidator, Field, StrictBool, field_validator, model_validator
 
-
 from actions import _jira_fields as jf
 from actions._common import Timeout, check_http_url
 from actions._config import EnvPStr, SecretFile, key_error, merge_secret_file
@@ -131,7 +130,7 @@ class JiraConfig(ActionConfig):
         return value.strip().upper()
 
     @model_validator(mode="after")
-    def _auth(self) -> "JiraConfig":
+    def _auth(self) -> JiraConfig:
         merge_secret_file(self, "password")
         merge_secret_file(self, "token")
         if not self.user:

@@ -57,7 +57,7 @@ class NexusIqConfig(ActionConfig):
         return check_http_url(value).rstrip("/")
 
     @model_validator(mode="after")
-    def _required(self) -> "NexusIqConfig":
+    def _required(self) -> NexusIqConfig:
         merge_secret_file(self, "password")
         if not self.user:
             raise key_error(self, "user", "is required (it is empty)")

@@ -79,7 +79,7 @@ class ServiceNowConfig(ActionConfig):
         return check_http_url(value.rstrip("/")) if value else value
 
     @model_validator(mode="after")
-    def _credentials(self) -> "ServiceNowConfig":
+    def _credentials(self) -> ServiceNowConfig:
         merge_secret_file(self, "password")
         if not self.user:
             raise key_error(self, "user", "is required (it is empty)")

@@ -8,17 +8,16 @@ import json
 import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Self
 
 import pytest
 from aiohttp import web
 
 from tests.actions.fake_dependencytrack import API_KEY, FakeDependencyTrack
 from tests.actions.fake_jira import FakeJira
-from tests.actions.fake_nexusiq import ORG
+from tests.actions.fake_nexusiq import ORG, FakeNexusIq
 from tests.actions.fake_nexusiq import PASSWORD as IQ_PASSWORD
 from tests.actions.fake_nexusiq import USER as IQ_USER
-from tests.actions.fake_nexusiq import FakeNexusIq
 from tests.actions.fake_servicenow import PASSWORD as SN_PASSWORD
 from tests.actions.fake_servicenow import USER as SN_USER
 from tests.actions.fake_servicenow import FakeServiceNow
@@ -62,13 +61,13 @@ class Peers:
         for runner in self._runners:
             await runner.cleanup()
 
-    def __enter__(self) -> "Peers":
+    def __enter__(self) -> Self:
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
@@ -125,9 +124,8 @@ def fakes() -> Iterator[Fakes]:
 def herald(kafka: Any, fakes: Fakes, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Herald]:
     apps = {"jira": fakes.jira.app(), "servicenow": fakes.servicenow.app(), "nexusiq": fakes.nexusiq.app(),
             "dtrack": fakes.dtrack.app()}
-    with Peers(apps) as peers:
-        with Herald(kafka, e2e_config(fakes, peers.urls), tmp_path_factory.mktemp("ticketing")) as h:
-            yield h
+    with Peers(apps) as peers, Herald(kafka, e2e_config(fakes, peers.urls), tmp_path_factory.mktemp("ticketing")) as h:
+        yield h
 
 
 def wait_or_explain(herald: Herald, predicate: Any, what: str, actions: list[str]) -> None:

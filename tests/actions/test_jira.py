@@ -255,7 +255,7 @@ async def test_one_client_per_action(jira: tuple[FakeJira, str]) -> None:
 
 async def test_bad_credentials_are_permanent_and_secret_free(jira: tuple[FakeJira, str],
                                                             caplog: pytest.LogCaptureFixture) -> None:
-    fake, url = jira
+    _, url = jira
     caplog.set_level(logging.DEBUG)
     with pytest.raises(PermanentActionError) as err:
         await deliver(action(url, password="wrong-secret-999"))

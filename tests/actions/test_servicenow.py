@@ -131,7 +131,7 @@ async def test_any_2xx_is_success(servicenow: tuple[FakeServiceNow, str]) -> Non
 
 
 async def test_wrong_password_is_permanent_without_the_secret(servicenow: tuple[FakeServiceNow, str]) -> None:
-    fake, url = servicenow
+    _, url = servicenow
     act = build_action(config(url=url, password="wrong-pass-77"))
     with pytest.raises(PermanentActionError) as err:
         await act.send(act.build_payload(make_message()))
