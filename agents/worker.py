@@ -23,7 +23,9 @@ import orjson
 
 from actions import action_class
 from actions.base import Action
+from agents.stateful import RouteState
 from app.config import Config
+from app.delivered import RETENTION_S, DeliveredKeys
 from app.errors import EventError
 from app.kafka_admin import ensure_topics
 from app.messages import ActionMessage, DeadLetter
@@ -81,7 +83,12 @@ class Worker:
         self.actions: dict[str, Action] = {  # type: ignore[type-arg]
             name: action_class(cfg.type)(cfg) for name, cfg in config.actions.items()
         }
+        self.delivered_topics = {n: self.app.topic(self.topics.delivered(n), **raw) for n in config.actions}
+        self.delivered = {
+            n: DeliveredKeys(config.herald.kafka_bootstrap_servers, self.topics.delivered(n)) for n in config.actions
+        }
         self.app.agent(self.events, name="herald.router")(self._router_agent)
+        self.state = RouteState(self)
         for name, cfg in config.actions.items():
             self.app.agent(self.action_topics[name], name=f"herald.action.{name}", concurrency=cfg.concurrency)(
                 self._make_action_agent(name)
@@ -93,15 +100,20 @@ class Worker:
 
     async def _on_assigned(self, sender: Any, assigned: Any, **kwargs: Any) -> None:
         mine = sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned if tp.topic.startswith(self.topics.prefix))
+        for name in self.config.actions:
+            # keys delivered by the previous owner are read back before this worker's first message
+            # of the partition (in deliver_one, not here: a slow rebalance callback stalls faust)
+            self.delivered[name].loaded.difference_update(
+                tp.partition for tp in assigned if tp.topic == self.topics.action(name))
         log.info("herald worker ready: %d partitions assigned: %s", len(mine), " ".join(mine))
 
     def topic_names(self) -> list[str]:
         return self.topics.all_for(list(self.config.actions))
 
-    async def _send(self, topic: faust.TopicT, key: str, value: bytes) -> None:
+    async def send(self, topic: faust.TopicT, key: str, value: bytes, partition: int | None = None) -> None:
         # force=True: hand the message to the producer now (faust would otherwise hold it until the
         # next commit, seconds later); faust flushes the producer before committing offsets.
-        fut = await topic.send(key=key.encode(), value=value, force=True)
+        fut = await topic.send(key=key.encode(), value=value, partition=partition, force=True)
         if isinstance(fut, asyncio.Future):
             fut.add_done_callback(self._on_sent)
 
@@ -122,7 +134,7 @@ class Worker:
                 raise
             except Exception as exc:  # noqa: BLE001 - nothing escapes the agent loop
                 log.exception("router failed on %s[%s]@%s", msg.topic, msg.partition, msg.offset)
-                await self._router_dead_letter(
+                await self.router_dead_letter(
                     f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}", "InternalError",
                     "", event.value, msg.topic, msg.partition, msg.offset,
                 )
@@ -132,20 +144,22 @@ class Worker:
         try:
             result = self.router.route(raw, meta)
         except EventError as exc:
-            await self._router_dead_letter(str(exc), "EventError", meta.event_id, raw, topic, partition, offset)
+            await self.router_dead_letter(str(exc), "EventError", meta.event_id, raw, topic, partition, offset)
             return
         for message in result.messages:
-            await self._send(self.action_topics[message.action], message.event_id, message.to_json())
+            await self.send(self.action_topics[message.action], message.event_id, message.to_json())
+        for item in result.stateful:
+            await self.state.submit(item)
         for failure in result.failures:
-            await self._router_dead_letter(
+            await self.router_dead_letter(
                 f"route {failure.route}: {failure.error}", failure.error_type, meta.event_id, raw, topic, partition, offset
             )
         decision = result.decision(self.router.config_hash)
         decision.update(topic=topic, partition=partition, offset=offset, received_at=meta.received_at)
-        await self._send(self.decisions, meta.event_id, orjson.dumps(decision))
+        await self.send(self.decisions, meta.event_id, orjson.dumps(decision))
         self.routed += 1
 
-    async def _router_dead_letter(
+    async def router_dead_letter(
         self, error: str, error_type: str, event_id: str, raw: bytes, topic: str, partition: int, offset: int
     ) -> None:
         now = time.time()
@@ -154,7 +168,14 @@ class Worker:
             last_attempt_at=now, source_topic=topic, source_partition=partition, source_offset=offset,
             event_id=event_id, original=raw.decode("utf-8", "replace"),
         )
-        await self._send(self.router_dlq, event_id or f"{topic}-{partition}-{offset}", record.to_json())
+        await self.send(self.router_dlq, event_id or f"{topic}-{partition}-{offset}", record.to_json())
+
+    async def emit(self, message: ActionMessage) -> None:
+        """Send ``message`` to every enabled action of its route (each action gets every batch)."""
+        route = self.config.routes[message.route]
+        for action in self.config.route_actions(route):
+            message.action = action
+            await self.send(self.action_topics[action], message.event_id, message.to_json())
 
     # -- actions ------------------------------------------------------------------------------
     def _make_action_agent(self, name: str) -> Any:
@@ -175,7 +196,7 @@ class Worker:
                         source_partition=msg.partition, source_offset=msg.offset,
                         original=event.value.decode("utf-8", "replace"),
                     )
-                    await self._send(self.dlq_topics[name], f"{msg.topic}-{msg.partition}-{msg.offset}", record.to_json())
+                    await self.send(self.dlq_topics[name], f"{msg.topic}-{msg.partition}-{msg.offset}", record.to_json())
 
         action_agent.__name__ = f"action_{name}"
         return action_agent
@@ -197,7 +218,21 @@ class Worker:
                 first_attempt_at=now, last_attempt_at=now, source_topic=topic, source_partition=partition,
                 source_offset=offset, original=raw.decode("utf-8", "replace"),
             )
-            await self._send(self.dlq_topics[name], f"{topic}-{partition}-{offset}", record.to_json())
+            await self.send(self.dlq_topics[name], f"{topic}-{partition}-{offset}", record.to_json())
+            return None
+
+        delivered = self.delivered[name]
+        if partition not in delivered.loaded:
+            n = await asyncio.get_running_loop().run_in_executor(None, delivered.load, [partition])
+            log.info("action %s: %d recently delivered keys read back for partition %d", name, n, partition)
+        key = message.idempotency_key
+        if delivered.seen(partition, key):
+            delivered.suppressed += 1
+            log.debug("action %s: %s was already delivered; redelivery suppressed", name, key)
+            record = {"event_id": message.event_id, "route": message.route, "action": name, "attempt": 0,
+                      "outcome": "duplicate-suppressed", "status": None, "error": "", "latency_ms": 0,
+                      "time": time.time(), "redrive": message.redrive}
+            await self.send(self.deliveries, message.event_id, orjson.dumps(record))
             return None
 
         async def on_attempt(m: ActionMessage, attempt: int, outcome: Outcome) -> None:
@@ -207,24 +242,33 @@ class Worker:
                 "error": outcome.error, "latency_ms": round(outcome.latency * 1000, 3), "time": time.time(),
                 "redrive": m.redrive,
             }
-            await self._send(self.deliveries, m.event_id, orjson.dumps(record))
+            await self.send(self.deliveries, m.event_id, orjson.dumps(record))
 
         outcome = await deliver(action, message, RetryPolicy.of(action.config), on_attempt=on_attempt)
-        if not outcome.delivered:
+        if outcome.delivered:
+            delivered.mark(partition, key)
+            await self.send(self.delivered_topics[name], key, b"%.3f" % time.time(), partition=partition)
+        else:
             record = DeadLetter(
                 stage=name, error=outcome.error, error_type=outcome.error_type, attempts=outcome.attempts,
                 first_attempt_at=outcome.first_attempt_at, last_attempt_at=outcome.last_attempt_at,
                 source_topic=topic, source_partition=partition, source_offset=offset,
                 event_id=message.event_id, status=outcome.status, original=orjson.loads(raw),
             )
-            await self._send(self.dlq_topics[name], message.event_id, record.to_json())
+            await self.send(self.dlq_topics[name], message.event_id, record.to_json())
             log.warning("action %s: dead-lettered event %s after %d attempt(s): %s",
                         name, message.event_id, outcome.attempts, outcome.error)
         return outcome
 
 
+def ensure_worker_topics(worker: Worker) -> None:
+    s = worker.config.herald
+    retention = {"retention.ms": str(int(RETENTION_S * 1000))}
+    ensure_topics(s.kafka_bootstrap_servers, worker.topic_names(), s.partitions, s.replication_factor,
+                  configs={worker.topics.delivered(n): retention for n in worker.config.actions})
+
+
 def run_worker(config: Config, loglevel: str = "info") -> None:
     worker = Worker(config)
-    s = config.herald
-    ensure_topics(s.kafka_bootstrap_servers, worker.topic_names(), s.partitions, s.replication_factor)
+    ensure_worker_topics(worker)
     faust.Worker(worker.app, loglevel=loglevel, quiet=True, redirect_stdouts=False).execute_from_commandline()

@@ -66,6 +66,7 @@ class KafkaWriter:
                 "bootstrap.servers": bootstrap,
                 "acks": "all",
                 "enable.idempotence": True,
+                "partitioner": "murmur2_random",  # the same partitions as Java and aiokafka clients
                 "linger.ms": 2,
                 "compression.type": "lz4",
                 "message.timeout.ms": int(PRODUCE_TIMEOUT_S * 1000),

@@ -7,6 +7,9 @@
     herald kafka-local    start|stop|status a local single-node Kafka on 127.0.0.1
     herald render         render a template for an event file, without Kafka
     herald test-route     which routes an event matches, and what each action would receive
+    herald timeline       a window of events per entity in event-time order (JSON Lines, CSV, HTML)
+    herald replay         re-run recorded events through a config: counts, diff, or re-drive
+    herald dlq            dead letters: list, show, redrive, purge
 """
 
 from __future__ import annotations
@@ -187,6 +190,47 @@ def cmd_test_route(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dlq(args: argparse.Namespace) -> int:
+    from app.dlq import DeadLetters
+    from app.eventtime import parse_when
+
+    dl = DeadLetters(_load(args))
+    if args.op == "list":
+        out: Any = dl.summary(args.target)
+        if args.verbose:
+            out = {"summary": out, "records": [
+                {"id": r.id, "event_id": r.record.get("event_id"), "error": r.record.get("error"),
+                 "attempts": r.record.get("attempts"), "status": r.record.get("status")}
+                for stage in dl.stages(args.target) for r in dl.read(stage)]}
+    elif args.op == "show":
+        if not args.target:
+            raise HeraldError("dlq show needs a dead-letter id (ACTION:PARTITION:OFFSET)")
+        out = dl.show(args.target)
+    elif args.op == "redrive":
+        if not args.target:
+            raise HeraldError("dlq redrive needs an action name")
+        since = parse_when(args.since, "--since") / 1e9 if args.since else None
+        out = dl.redrive(args.target, args.filter or "", since)
+    else:
+        if not args.yes:
+            raise HeraldError("dlq purge deletes dead letters for good; add --yes to confirm")
+        out = dl.purge(args.target)
+    sys.stdout.write(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode() + "\n")
+    return 0
+
+
+def cmd_timeline(args: argparse.Namespace) -> int:
+    from app.timeline import run_cli
+
+    return run_cli(args, _load(args))
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from app.replay import run_cli
+
+    return run_cli(args, _load(args))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="herald", description="Security alert router (Postee-compatible) on Kafka.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -221,11 +265,33 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--aqua-server", default="", help="Aqua console URL used for links")
     sp.set_defaults(fn=cmd_render)
 
+    sp = sub.add_parser("dlq", help="dead letters: list, show, redrive, purge")
+    sp.add_argument("op", choices=["list", "show", "redrive", "purge"])
+    sp.add_argument("target", nargs="?", help="action name (list/redrive/purge) or dead-letter id (show)")
+    sp.add_argument("--filter", help="Rego rule body over the dead-letter record, e.g. 'input.status == 503'")
+    sp.add_argument("--since", help="only dead letters whose last attempt is newer (2h, RFC 3339)")
+    sp.add_argument("--verbose", "-v", action="store_true", help="list: every record, not only counts")
+    sp.add_argument("--yes", action="store_true", help="purge: confirm")
+    with_config(sp)
+    sp.set_defaults(fn=cmd_dlq)
+
     sp = sub.add_parser("test-route", help="dry-run an event through a config's routes")
     sp.add_argument("--config", "-c")
     sp.add_argument("--route", help="run only this route (as /tenant/{route})")
     sp.add_argument("event", help="event JSON file ('-' for stdin)")
     sp.set_defaults(fn=cmd_test_route)
+
+    # forensics (issue 7): app/timeline.py and app/replay.py own their options
+    from app import replay, timeline
+
+    sp = sub.add_parser("timeline", help="a window of events per entity, in event-time order")
+    with_config(sp)
+    timeline.add_arguments(sp)
+    sp.set_defaults(fn=cmd_timeline)
+    sp = sub.add_parser("replay", help="re-run recorded events through a config (dry run by default)")
+    with_config(sp)
+    replay.add_arguments(sp)
+    sp.set_defaults(fn=cmd_replay)
     return p
 
 

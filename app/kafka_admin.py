@@ -16,7 +16,10 @@ def admin(bootstrap: str) -> AdminClient:
     return AdminClient({"bootstrap.servers": bootstrap, "socket.connection.setup.timeout.ms": 5000})
 
 
-def ensure_topics(bootstrap: str, names: list[str], partitions: int, replication: int, timeout: float = 30.0) -> list[str]:
+def ensure_topics(
+    bootstrap: str, names: list[str], partitions: int, replication: int, timeout: float = 30.0,
+    configs: dict[str, dict[str, str]] | None = None,
+) -> list[str]:
     """Create the topics that do not exist yet; returns the names created."""
     client = admin(bootstrap)
     try:
@@ -27,7 +30,10 @@ def ensure_topics(bootstrap: str, names: list[str], partitions: int, replication
     if not missing:
         return []
     futures = client.create_topics(
-        [NewTopic(n, num_partitions=partitions, replication_factor=replication) for n in missing],
+        [
+            NewTopic(n, num_partitions=partitions, replication_factor=replication, config=(configs or {}).get(n, {}))
+            for n in missing
+        ],
         operation_timeout=timeout,
     )
     created = []

@@ -23,6 +23,7 @@ from app.errors import EventError, HeraldError, PolicyError, TemplateError
 from app.messages import ActionMessage
 from app.policy.engine import PolicyEngine, make_engine
 from app.policy.filters import RouteFilters, Verdict
+from app.state import dedup_key
 from app.policy.templates import (
     BUILTIN_TEMPLATE_DIR,
     ModuleTemplate,
@@ -91,6 +92,7 @@ class RoutingResult:
     failures: list[RouteFailure] = field(default_factory=list)  # become router dead letters
     verdicts: dict[str, Verdict] = field(default_factory=dict)
     rendered: dict[str, Content] = field(default_factory=dict)  # route -> content
+    stateful: list[dict[str, Any]] = field(default_factory=list)  # for the dedup/aggregation stage
 
     def decision(self, config_hash: str) -> dict[str, Any]:
         return {
@@ -101,6 +103,7 @@ class RoutingResult:
                 name: {"matched": v.matched, "reason": v.reason} for name, v in self.verdicts.items()
             },
             "actions": [{"route": m.route, "action": m.action} for m in self.messages],
+            "stateful": [{"route": s["route"], "dedup_key": s["dedup_key"]} for s in self.stateful],
             "failures": [f.__dict__ for f in self.failures],
         }
 
@@ -127,9 +130,24 @@ class Router:
                 self.template_errors[name] = str(exc)
                 log.error("template %s is unavailable: %s", name, exc)
         self.aqua_server = config.aqua_server_url
+        self.stateful_routes = {name: r for name, r in config.routes.items() if self._is_stateful(r)}
         self.config_hash = hashlib.sha256(
             orjson.dumps({"path": config.path, "routes": sorted(config.routes)}, option=orjson.OPT_SORT_KEYS)
         ).hexdigest()[:12]
+
+    def aggregates(self, route: Any) -> bool:
+        """Aggregation applies when configured and the route's template can aggregate."""
+        if not (route.plugins.aggregate_message_number or route.aggregate_timeout):
+            return False
+        template = self.templates.get(route.template)
+        if template is None or not template.supports_aggregation():
+            log.warning("route %s: aggregation is configured but template %s cannot aggregate; "
+                        "events are sent one by one", route.name, route.template)
+            return False
+        return True
+
+    def _is_stateful(self, route: Any) -> bool:
+        return bool(route.plugins.unique_message_props) or self.aggregates(route)
 
     def _build_template(self, name: str, tc: Any, factory: Callable[[], PolicyEngine]) -> Template:
         # Postee's precedence: the last successful of legacy -> rego-package -> url -> body wins
@@ -190,6 +208,14 @@ class Router:
                 continue
             content.owners = owners
             result.rendered[route_name] = content
+            if route_name in self.stateful_routes:
+                props = route.plugins.unique_message_props
+                result.stateful.append({
+                    "kind": "event", "route": route_name, "event_id": meta.event_id, "content": content.to_dict(),
+                    "event": event, "received_at": meta.received_at,
+                    "dedup_key": dedup_key(event, props) if props else "",
+                })
+                continue
             for action in actions:
                 result.messages.append(
                     ActionMessage(

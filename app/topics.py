@@ -6,6 +6,8 @@
     <prefix>dlq.router              events the router could not route or render
     <prefix>decisions               one record per routed event (what matched and why)
     <prefix>deliveries              one record per delivery attempt outcome
+    <prefix>delivered.<name>        idempotency keys delivered by an action (1 h retention)
+    <prefix>route.state             events of routes with dedup or aggregation, keyed by route
 """
 
 from __future__ import annotations
@@ -47,8 +49,15 @@ class Topics:
     def dlq(self, name: str) -> str:
         return f"{self.prefix}dlq.{safe(name)}"
 
+    @property
+    def route_state(self) -> str:
+        return f"{self.prefix}route.state"
+
+    def delivered(self, name: str) -> str:
+        return f"{self.prefix}delivered.{safe(name)}"
+
     def all_for(self, action_names: list[str]) -> list[str]:
-        names = [self.events, self.router_dlq, self.decisions, self.deliveries]
+        names = [self.events, self.router_dlq, self.decisions, self.deliveries, self.route_state]
         for a in action_names:
-            names += [self.action(a), self.dlq(a)]
+            names += [self.action(a), self.dlq(a), self.delivered(a)]
         return names
