@@ -19,10 +19,10 @@ from app.messages import ActionMessage
 class ActionConfig(PosteeModel):
     """Keys every action has. Herald adds the retry policy keys (all optional)."""
 
-    name: PStr
-    type: PStr
-    enable: StrictBool = False
-    runs_on: PStr = ""
+    name: PStr = Field(..., description="Unique action name, used by routes, topics and logs.")
+    type: PStr = Field(..., description="Action type (case-insensitive).")
+    enable: StrictBool = Field(False, description="Only enabled actions exist (Postee's default: false).")
+    runs_on: PStr = Field("", description="Postee runner name; accepted and ignored (every worker runs every action).")
     retry_max_attempts: StrictInt = Field(5, ge=1, description="Attempts before dead-lettering.")
     retry_deadline: float = Field(
         300.0, description="Give up and dead-letter after this long (duration, e.g. '5m')."

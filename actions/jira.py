@@ -38,7 +38,7 @@ from urllib.parse import urlparse
 import requests
 from jira import JIRA, JIRAError
 from jira.resources import Resource
-from pydantic import BeforeValidator, Field, StrictBool, field_validator, model_validator
+from pydantic import StrictInt, BeforeValidator, Field, StrictBool, field_validator, model_validator
 
 from actions import _jira_fields as jf
 from actions._common import Timeout, check_http_url
@@ -73,6 +73,8 @@ def is_cloud_url(url: str) -> bool:
 
 
 class JiraConfig(ActionConfig):
+    # one requests session is shared by the sending threads; keep parallelism modest
+    concurrency: StrictInt = Field(2, ge=1, le=16, description="Issues created in parallel per worker.")
     url: PStr = Field(..., description="Jira base URL, e.g. https://acme.atlassian.net or https://jira.acme.com/jira.")
     user: EnvPStr = Field(
         ...,

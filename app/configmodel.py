@@ -165,11 +165,15 @@ def validate_model(model: type[M], data: Any, path: str) -> tuple[M, list[str]]:
         obj = model.model_validate(data)
     except ValidationError as exc:
         problems = []
+        secret_fields = {
+            (f.alias or n) for n, f in model.model_fields.items() if "Secret" in repr(f.annotation)
+        }
         for err in exc.errors():
             loc = tuple(err["loc"])
             key_path = _loc_path(path, loc)
             value = _value_at(data, loc)
-            shown = "***" if loc and loc[-1] in _SECRET_KEYS else repr(value)
+            secret = loc and (loc[-1] in _SECRET_KEYS or loc[-1] in secret_fields)
+            shown = "***" if secret else repr(value)
             msg = err["msg"].removeprefix("Value error, ")
             problems.append(f"{key_path}: {msg} (value: {shown})")
         raise ConfigError("; ".join(problems)) from None

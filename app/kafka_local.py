@@ -182,7 +182,7 @@ class LocalKafka:
         if not (self.state_dir / "data" / "meta.properties").exists():
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
             fmt = subprocess.run(
-                java + ["kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(self.properties)],
+                java + ["kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(self.properties)],
                 capture_output=True, text=True,
             )
             if fmt.returncode != 0:

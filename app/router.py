@@ -118,6 +118,7 @@ class Router:
         self.filters = RouteFilters(list(config.routes.values()), settings.filters_path, config.rules, factory)
         dirs = [BUILTIN_TEMPLATE_DIR] + [Path(d) for d in settings.template_dirs]
         self.library = TemplateLibrary(dirs, factory)
+        self.aqua_server = config.aqua_server_url
         self.templates: dict[str, Template] = {}
         self.template_errors: dict[str, str] = {}
         used = {r.template for r in config.routes.values()}
@@ -129,7 +130,6 @@ class Router:
             except HeraldError as exc:
                 self.template_errors[name] = str(exc)
                 log.error("template %s is unavailable: %s", name, exc)
-        self.aqua_server = config.aqua_server_url
         self.stateful_routes = {name: r for name, r in config.routes.items() if self._is_stateful(r)}
         self.config_hash = hashlib.sha256(
             orjson.dumps({"path": config.path, "routes": sorted(config.routes)}, option=orjson.OPT_SORT_KEYS)

@@ -116,6 +116,7 @@ class Sink:
         fut.result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+        self._loop.close()
 
     def count(self, path: str) -> int:
         return len(self.requests.get(path, []))
@@ -157,11 +158,11 @@ class Herald:
     def _spawn(self, name: str, command: str) -> subprocess.Popen[bytes]:
         log = self.workdir / f"{self.prefix.rstrip('.')}-{name}.log"
         self.logs[name] = log
-        out = open(log, "ab")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", command, "--config", str(self.cfg_path)],
-            cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+        with open(log, "ab") as out:  # the child keeps its own descriptor
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "app.cli", command, "--config", str(self.cfg_path)],
+                cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            )
         self.procs[name] = proc
         return proc
 

@@ -79,7 +79,8 @@ class EmbeddedEngine:
 
     def eval_path(self, path: str) -> Any:
         try:
-            result = self._engine.eval_query(path)
+            # as JSON: the Python conversion of eval_query fails on integral numbers beyond int64
+            result = orjson.loads(self._engine.eval_query_as_json(path))
         except RuntimeError as exc:
             raise PolicyError(clean_error(exc), path) from None
         rows = result.get("result") or []
