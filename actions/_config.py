@@ -13,7 +13,7 @@ import base64
 import os
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, ValidationError
+from pydantic import BeforeValidator, ValidationError, WithJsonSchema
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from app import redact
@@ -44,7 +44,7 @@ def _read_secret_file(value: Any) -> Secret | None:
 # A plain string that expands a leading $NAME from the environment (Postee does it for `user`).
 EnvPStr = Annotated[str, BeforeValidator(_expand_env)]
 # A file path whose trimmed contents become a secret (read once, when the config is loaded).
-SecretFile = Annotated[Secret | None, BeforeValidator(_read_secret_file)]
+SecretFile = Annotated[Secret | None, BeforeValidator(_read_secret_file), WithJsonSchema({"type": "string"})]
 
 
 def key_error(model: PosteeModel, key: str, message: str) -> ValidationError:

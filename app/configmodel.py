@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, WithJsonSchema
 
 from app import redact
 from app.errors import ConfigError
@@ -82,7 +82,9 @@ def _to_secret(value: Any) -> Secret:
     return Secret(text)
 
 
-SecretStr = Annotated[Secret, BeforeValidator(_to_secret)]
+SecretStr = Annotated[
+    Secret, BeforeValidator(_to_secret), WithJsonSchema({"type": "string", "format": "password", "writeOnly": True})
+]
 
 
 def read_secret_file(path: str, key: str) -> Secret:
