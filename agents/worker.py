@@ -59,7 +59,7 @@ def make_faust_app(config: Config) -> faust.App:
         broker_rebalance_timeout=20.0,
         broker_request_timeout=30.0,
         stream_buffer_maxsize=4096,
-        processing_guarantee="exactly_once" if s.exactly_once else "at_least_once",
+        processing_guarantee="at_least_once",
     )
 
 

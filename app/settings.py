@@ -56,7 +56,6 @@ class HeraldSettings(PosteeModel):
     filters_path: PStr = Field(
         "./rego-filters", description="Directory of route input-files (env REGO_FILTERS_PATH)."
     )
-    exactly_once: bool = Field(False, description="Router uses Kafka transactions (exactly-once processing).")
     debug: bool = Field(False, description="Debug logging (env POSTEE_DEBUG=1/true/yes/on).")
 
     @field_validator("body_limit", mode="before")
