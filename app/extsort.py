@@ -60,7 +60,9 @@ class ExternalSorter:
         self.count = 0
 
     def add(self, key: list[Any], payload: bytes) -> None:
-        self._buffer.append((key, payload))
+        # a copy: orjson's bytes keep their growth buffer (8 KiB for a 1 KiB row), which would
+        # make a run's real footprint several times ``run_bytes``
+        self._buffer.append((key, bytes(memoryview(payload))))
         self._held += len(payload)
         self.count += 1
         if self._held >= self.run_bytes or len(self._buffer) >= self.run_items:
