@@ -180,3 +180,23 @@ def test_falco_fixture_times_are_what_the_timeline_orders_by() -> None:
         dt = datetime.strptime(event["time"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
         expected = int(dt.timestamp()) * 10**9 + dt.microsecond * 1000
         assert event_time_ns(event)[0] == expected
+
+
+def test_tracee_example_config_routes_tracee_and_falco_events() -> None:
+    from app.config import load_config
+    from app.router import EventMeta, Router
+    from tests.harness import ROOT
+
+    router = Router(load_config(str(ROOT / "examples" / "tracee-cfg.yaml")))
+    assert router.errors == []
+
+    def matched(event: dict[str, Any]) -> set[str]:
+        result = router.route(orjson.dumps(event), EventMeta("x"))
+        return {name for name, v in result.verdicts.items() if v.matched}
+
+    finding = load("tracee/finding-single.json")
+    assert matched(finding) == {"tracee", "tracee-all"}
+    finding["SigMetadata"]["Properties"]["Severity"] = 1
+    assert matched(finding) == {"tracee-all"}
+    falco = lines("falco/events.jsonl")
+    assert [matched(e) for e in falco] == [{"falco-critical"} if e["priority"] == "Critical" else set() for e in falco]
