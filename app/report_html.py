@@ -87,6 +87,7 @@ function el(tag,text,cls){var n=document.createElement(tag);if(text!==undefined&
 function table(head,rows){var t=el('table'),tr=el('tr');head.forEach(function(h){tr.appendChild(el('th',h));});t.appendChild(tr);
  rows.forEach(function(r){var tr=el('tr');r.forEach(function(c){var td=el('td');if(c&&c.nodeType)td.appendChild(c);else td.textContent=c===null||c===undefined?'':String(c);tr.appendChild(td);});t.appendChild(tr);});return t;}
 function verdict(ok,yes,no){return el('span',ok?yes:no,ok?'ok':'bad');}
+function outcome(o){return el('span',o,o==='delivered'?'ok':o==='failed'?'bad':'');}
 var KNOWN={event_id:1,routes:1,actions:1,failures:1,time:1,topic:1,partition:1,offset:1,received_at:1};
 function showHerald(box,h){box.textContent='';box.appendChild(el('h3','What Herald did'));
  if(!h){box.appendChild(el('p','Run the timeline with --with-decisions to join decisions, deliveries and dead letters.'));return;}
@@ -99,7 +100,7 @@ function showHerald(box,h){box.textContent='';box.appendChild(el('h3','What Hera
   var extra=Object.keys(d).filter(function(k){return !KNOWN[k];});
   if(extra.length||(d.failures||[]).length){var dl=el('dl');extra.forEach(function(k){dl.appendChild(el('dt',k));dl.appendChild(el('dd',typeof d[k]==='object'?JSON.stringify(d[k]):d[k]));});
    (d.failures||[]).forEach(function(f){dl.appendChild(el('dt','failure '+f.route));dl.appendChild(el('dd',f.error_type+': '+f.error));});box.appendChild(dl);}}
- var dv=(h.deliveries||[]).map(function(x){return [x.action,x.route,x.attempt,verdict(x.outcome==='delivered',x.outcome,x.outcome),x.status,x.error||'',x.latency_ms];});
+ var dv=(h.deliveries||[]).map(function(x){return [x.action,x.route,x.attempt,outcome(x.outcome),x.status,x.error||'',x.latency_ms];});
  box.appendChild(el('h4','Delivery attempts'));box.appendChild(dv.length?table(['action','route','attempt','outcome','status','error','ms'],dv):el('p','none'));
  var dl2=(h.dead_letters||[]).map(function(x){return [x.stage,x.error_type,x.status,x.attempts,x.error,x.topic];});
  var hd=el('h4','Dead letters');box.appendChild(hd);

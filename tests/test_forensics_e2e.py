@@ -276,3 +276,21 @@ def test_replay_to_actions_needs_yes_then_re_drives_history_into_a_new_action(
     for event_id in warnings:
         assert ("a-archive", "delivered") in {(d["action"], d["outcome"]) for d in rows[event_id]["herald"]["deliveries"]}
     assert sink.count("/falco") == live_counts["a-falco"]  # nothing else was sent
+
+
+def test_timeline_spilled_to_many_sorted_runs_gives_the_same_rows(live: tuple[Herald, Posted, dict[str, int]]) -> None:
+    from app.timeline import Stats, TimelineQuery, timeline_rows
+    from app.topics import Topics
+
+    herald, posted, _ = live
+
+    def read(run_bytes: int) -> tuple[list[str], Stats]:
+        stats = Stats()
+        query = TimelineQuery(herald.kafka.bootstrap, Topics(herald.prefix), None, None, by="host",
+                              run_bytes=run_bytes)
+        return [r["event_id"] for r in timeline_rows(query, stats)], stats
+
+    in_memory, stats = read(32 * 1024 * 1024)
+    spilled, spilled_stats = read(4096)  # a few events per run
+    assert stats.runs == 0 and spilled_stats.runs >= 10
+    assert spilled == in_memory and len(spilled) == len(posted.events)
