@@ -93,8 +93,9 @@ function showHerald(box,h){box.textContent='';box.appendChild(el('h3','What Hera
  if(!h){box.appendChild(el('p','Run the timeline with --with-decisions to join decisions, deliveries and dead letters.'));return;}
  var d=h.decision;
  if(!d){box.appendChild(el('p','No decision record: the router has not processed this event (or it was dead-lettered before routing).'));}
- else{var routes=Object.keys(d.routes||{}).map(function(n){var v=d.routes[n]||{};return [n,verdict(v.matched,'matched','not matched'),v.reason||'',v.template||''];});
-  box.appendChild(el('h4','Routes'));box.appendChild(table(['route','verdict','why','template'],routes));
+ else{var names=Object.keys(d.routes||{}),tpl=names.some(function(n){return (d.routes[n]||{}).template;});
+  var routes=names.map(function(n){var v=d.routes[n]||{},r=[n,verdict(v.matched,'matched','not matched'),v.reason||''];if(tpl)r.push(v.template||'');return r;});
+  box.appendChild(el('h4','Routes'));box.appendChild(table(tpl?['route','verdict','why','template']:['route','verdict','why'],routes));
   var acts=(d.actions||[]).map(function(a){return [a.route,a.action];});
   box.appendChild(el('h4','Actions chosen'));box.appendChild(acts.length?table(['route','action'],acts):el('p','none'));
   var extra=Object.keys(d).filter(function(k){return !KNOWN[k];});
