@@ -93,7 +93,7 @@ class RouteState:
             await self.w.emit(ActionMessage(item["event_id"], name, "", content, item.get("event"), item["received_at"]))
             return
         batch = Batch.from_dict(self.batches.get(name))
-        batch.add(item["event_id"], content, now)
+        batch.add(item["event_id"], content, now, item.get("received_at") or 0.0)
         await self._record(item["event_id"], name, "aggregated", batch.aggregate_id())
         number = route.plugins.aggregate_message_number
         if number and len(batch.items) >= number:

@@ -50,21 +50,31 @@ class Batch:
     items: list[dict[str, str]] = field(default_factory=list)
     event_ids: list[str] = field(default_factory=list)
     started_at: float = 0.0
+    received: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"items": self.items, "event_ids": self.event_ids, "started_at": self.started_at}
+        return {"items": self.items, "event_ids": self.event_ids, "started_at": self.started_at,
+                "received": self.received}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> "Batch":
         if not data:
             return cls()
-        return cls(list(data.get("items", [])), list(data.get("event_ids", [])), float(data.get("started_at", 0.0)))
+        return cls(list(data.get("items", [])), list(data.get("event_ids", [])), float(data.get("started_at", 0.0)),
+                   list(data.get("received", [])))
 
-    def add(self, event_id: str, content: Content, now: float) -> None:
+    def add(self, event_id: str, content: Content, now: float, received_at: float = 0.0) -> None:
+        """Keep the batch oldest first by the time the bridge accepted each event (events reach
+        this stage through several partitions, so arrival order can differ slightly)."""
         if not self.items:
             self.started_at = now
-        self.items.append(content.to_dict())
-        self.event_ids.append(event_id)
+        received_at = received_at or now
+        at = len(self.received)
+        while at > 0 and self.received[at - 1] > received_at:
+            at -= 1
+        self.items.insert(at, content.to_dict())
+        self.event_ids.insert(at, event_id)
+        self.received.insert(at, received_at)
 
     def contents(self) -> list[Content]:
         return [Content.from_dict(i) for i in self.items]

@@ -28,6 +28,8 @@ def test_batch_is_oldest_first_keeps_owners_and_has_a_stable_id() -> None:
     batch.add("e1", Content(title="t1", description="d1", owners="alice;bob"), now=100.0)
     batch.add("e2", Content(title="t2", description="d2", owners="bob;carol"), now=105.0)
     assert [c.title for c in batch.contents()] == ["t1", "t2"]
+    batch.add("e0", Content(title="t0", description="d0"), now=106.0, received_at=99.0)  # arrived late
+    assert [c.title for c in batch.contents()] == ["t0", "t1", "t2"] and batch.event_ids[0] == "e0"
     assert batch.owners() == "alice;bob;carol"
     again = Batch.from_dict(json.loads(json.dumps(batch.to_dict())))
     assert again.aggregate_id() == batch.aggregate_id() and again.started_at == 100.0
