@@ -118,7 +118,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     while all(p.poll() is None for p in procs):  # one child dying stops the other
         time.sleep(0.2)
     stop(signal.SIGTERM, None)
-    codes = [p.wait() for p in procs]
+    codes = []
+    for p in procs:
+        try:
+            codes.append(p.wait(30))
+        except subprocess.TimeoutExpired:  # e.g. a worker still trying to reach a broker that is gone
+            print(f"pid {p.pid} did not stop within 30s; killing it", file=sys.stderr)
+            p.kill()
+            codes.append(p.wait())
     return max(codes)
 
 
