@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
+import ssl
 import threading
 import time
 from typing import Any
@@ -19,7 +22,7 @@ from aiohttp import web
 from confluent_kafka import KafkaException, Producer
 
 from app.config import Config
-from app.errors import KafkaUnavailableError
+from app.errors import ConfigError, KafkaUnavailableError
 from app.kafka_admin import ensure_topics
 from app.router import H_EVENT_ID, H_RECEIVED_AT, H_ROUTE, H_SOURCE, H_USER_AGENT, new_event_id
 from app.topics import Topics
@@ -215,8 +218,54 @@ class Bridge:
         return web.json_response({"event_id": event_id, "partition": partition, "offset": offset})
 
 
-def run_bridge(config: Config) -> None:
-    host, _, port = config.herald.http_listen.rpartition(":")
+def _split(address: str, what: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    if not port.isdigit():
+        raise ConfigError(f"expected host:port, got {address!r}", what, address)
+    return host or "0.0.0.0", int(port)
+
+
+def tls_context(environ: dict[str, str] | None = None) -> ssl.SSLContext:
+    """HTTPS with Postee's variables ``AQUAALERT_CERT_PEM`` and ``AQUAALERT_KEY_PEM`` (no self-signed
+    certificate is written next to the binary, unlike Postee)."""
+    env = os.environ if environ is None else environ
+    cert, key = env.get("AQUAALERT_CERT_PEM", ""), env.get("AQUAALERT_KEY_PEM", "")
+    if not cert or not key:
+        raise ConfigError("HTTPS needs AQUAALERT_CERT_PEM and AQUAALERT_KEY_PEM (certificate and key files)",
+                          "herald.https-listen")
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        ctx.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"cannot load the TLS certificate {cert} / key {key}: {exc}", "herald.https-listen") from None
+    return ctx
+
+
+async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
+    """Serve HTTP (and HTTPS when ``https-listen`` is set) until ``stop`` is set or cancelled."""
     bridge = Bridge(config)
-    log.info("bridge listening on http://%s:%s (events topic %s)", host or "0.0.0.0", port, bridge.topics.events)
-    web.run_app(bridge.app(), host=host or "0.0.0.0", port=int(port), print=None, access_log=None)
+    runner = web.AppRunner(bridge.app(), access_log=None)
+    await runner.setup()
+    host, port = _split(config.herald.http_listen, "herald.http-listen")
+    sites = [web.TCPSite(runner, host, port)]
+    if config.herald.https_listen:
+        thost, tport = _split(config.herald.https_listen, "herald.https-listen")
+        sites.append(web.TCPSite(runner, thost, tport, ssl_context=tls_context()))
+    try:
+        for site in sites:
+            await site.start()
+            log.info("bridge listening on %s (events topic %s)", site.name, bridge.topics.events)
+        await (stop or asyncio.Event()).wait()
+    finally:
+        await runner.cleanup()
+
+
+def run_bridge(config: Config) -> None:
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        loop.run_until_complete(serve(config, stop))
+    finally:
+        loop.close()

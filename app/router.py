@@ -94,13 +94,14 @@ class RoutingResult:
     rendered: dict[str, Content] = field(default_factory=dict)  # route -> content
     stateful: list[dict[str, Any]] = field(default_factory=list)  # for the dedup/aggregation stage
 
-    def decision(self, config_hash: str) -> dict[str, Any]:
+    def decision(self, config_hash: str, templates: dict[str, str] | None = None) -> dict[str, Any]:
         return {
             "event_id": self.event_id,
             "time": time.time(),
             "config_hash": config_hash,
             "routes": {
-                name: {"matched": v.matched, "reason": v.reason} for name, v in self.verdicts.items()
+                name: {"matched": v.matched, "reason": v.reason, "template": (templates or {}).get(name, "")}
+                for name, v in self.verdicts.items()
             },
             "actions": [{"route": m.route, "action": m.action} for m in self.messages],
             "stateful": [{"route": s["route"], "dedup_key": s["dedup_key"]} for s in self.stateful],
