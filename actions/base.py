@@ -72,3 +72,19 @@ class Action(Generic[C, R]):
 
     async def deliver(self, message: ActionMessage) -> None:
         await self.send(self.build_payload(message))
+
+
+class HttpClientAction(Action[C, R]):
+    """Base of actions that talk HTTP: one aiohttp session per action, opened on the worker's loop."""
+
+    def __init__(self, config: C) -> None:
+        super().__init__(config)
+        from actions._http import HttpClient
+
+        self.http = HttpClient()
+
+    async def start(self) -> None:
+        await self.http.start()
+
+    async def close(self) -> None:
+        await self.http.close()

@@ -19,8 +19,8 @@ from pydantic import Field, field_validator, model_validator
 
 from actions._common import Timeout, check_http_url
 from actions._config import SecretFile, key_error, merge_secret_file
-from actions._http import HttpClient, HttpRequest
-from actions.base import Action, ActionConfig
+from actions._http import HttpRequest
+from actions.base import ActionConfig, HttpClientAction
 from app.configmodel import PStr, Secret, SecretStr
 from app.errors import PermanentActionError
 from app.messages import ActionMessage
@@ -93,19 +93,10 @@ def bom_body(title: str, description: str) -> bytes:
     )
 
 
-class DependencyTrackAction(Action[DependencyTrackConfig, HttpRequest]):
+class DependencyTrackAction(HttpClientAction[DependencyTrackConfig, HttpRequest]):
     type_name = "dependencytrack"
     config_model = DependencyTrackConfig
 
-    def __init__(self, config: DependencyTrackConfig) -> None:
-        super().__init__(config)
-        self.http = HttpClient()
-
-    async def start(self) -> None:
-        await self.http.start()
-
-    async def close(self) -> None:
-        await self.http.close()
 
     def build_payload(self, message: ActionMessage) -> HttpRequest:
         content = message.content

@@ -22,9 +22,9 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
-from actions._http import HttpClient, HttpRequest
+from actions._http import HttpRequest
 from actions._placeholders import EventView, substitute
-from actions.base import Action, ActionConfig
+from actions.base import ActionConfig, HttpClientAction
 from app.configmodel import PStr, PStrList, parse_duration
 from app.errors import PermanentActionError
 from app.messages import ActionMessage
@@ -108,19 +108,10 @@ class HttpCall:
     body_file: str = ""
 
 
-class HttpAction(Action[HttpConfig, HttpCall]):
+class HttpAction(HttpClientAction[HttpConfig, HttpCall]):
     type_name = "http"
     config_model = HttpConfig
 
-    def __init__(self, config: HttpConfig) -> None:
-        super().__init__(config)
-        self.http = HttpClient()
-
-    async def start(self) -> None:
-        await self.http.start()
-
-    async def close(self) -> None:
-        await self.http.close()
 
     def build_payload(self, message: ActionMessage) -> HttpCall:
         desc = message.content.description

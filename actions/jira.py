@@ -38,7 +38,7 @@ from urllib.parse import urlparse
 import requests
 from jira import JIRA, JIRAError
 from jira.resources import Resource
-from pydantic import StrictInt, BeforeValidator, Field, StrictBool, field_validator, model_validator
+from pydantic import BeforeValidator, Field, StrictBool, StrictInt, field_validator, model_validator
 
 from actions import _jira_fields as jf
 from actions._common import Timeout, check_http_url

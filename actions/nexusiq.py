@@ -24,8 +24,8 @@ from pydantic import Field, field_validator, model_validator
 
 from actions._common import Timeout, check_http_url
 from actions._config import EnvPStr, SecretFile, basic_auth_header, key_error, merge_secret_file
-from actions._http import HttpClient, HttpRequest, HttpResponse
-from actions.base import Action, ActionConfig
+from actions._http import HttpRequest, HttpResponse
+from actions.base import ActionConfig, HttpClientAction
 from app.configmodel import PStr, Secret, SecretStr
 from app.errors import PermanentActionError
 from app.messages import ActionMessage
@@ -79,21 +79,14 @@ class NexusIqRequest:
     bom: bytes  # CycloneDX XML, as the template rendered it
 
 
-class NexusIqAction(Action[NexusIqConfig, NexusIqRequest]):
+class NexusIqAction(HttpClientAction[NexusIqConfig, NexusIqRequest]):
     type_name = "nexusiq"
     config_model = NexusIqConfig
 
     def __init__(self, config: NexusIqConfig) -> None:
         super().__init__(config)
-        self.http = HttpClient()
         self._auth = basic_auth_header(config.user, config.password)
         self._peer = f"nexusiq {config.name}"
-
-    async def start(self) -> None:
-        await self.http.start()
-
-    async def close(self) -> None:
-        await self.http.close()
 
     def build_payload(self, message: ActionMessage) -> NexusIqRequest:
         title = message.content.title

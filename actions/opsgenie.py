@@ -28,8 +28,8 @@ from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from actions._common import Timeout, check_http_url, require_secret, stable_key, truncate
 from actions._config import SecretFile
-from actions._http import HttpClient, HttpRequest
-from actions.base import Action, ActionConfig
+from actions._http import HttpRequest
+from actions.base import ActionConfig, HttpClientAction
 from app.configmodel import PStr, Secret, SecretStr
 from app.errors import PermanentActionError
 from app.messages import ActionMessage
@@ -132,19 +132,10 @@ def alerts_url(cfg: OpsGenieConfig) -> str:
     return base if base.endswith("/v2/alerts") else base + "/v2/alerts"
 
 
-class OpsGenieAction(Action[OpsGenieConfig, HttpRequest]):
+class OpsGenieAction(HttpClientAction[OpsGenieConfig, HttpRequest]):
     type_name = "opsgenie"
     config_model = OpsGenieConfig
 
-    def __init__(self, config: OpsGenieConfig) -> None:
-        super().__init__(config)
-        self.http = HttpClient()
-
-    async def start(self) -> None:
-        await self.http.start()
-
-    async def close(self) -> None:
-        await self.http.close()
 
     def alert(self, message: ActionMessage) -> dict[str, Any]:
         """The alert document (pure)."""

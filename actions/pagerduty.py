@@ -35,8 +35,8 @@ from pydantic import Field, field_validator, model_validator
 
 from actions._common import Timeout, check_http_url, require_secret, stable_key, truncate
 from actions._config import SecretFile
-from actions._http import HttpClient, HttpRequest
-from actions.base import Action, ActionConfig
+from actions._http import HttpRequest
+from actions.base import ActionConfig, HttpClientAction
 from app.configmodel import PStr, Secret, SecretStr
 from app.content import Content
 from app.messages import ActionMessage
@@ -155,19 +155,10 @@ def dedup_key(message: ActionMessage) -> str:
     return stable_key(f"herald:{message.event_id}:{message.route}", 255)
 
 
-class PagerDutyAction(Action[PagerDutyConfig, HttpRequest]):
+class PagerDutyAction(HttpClientAction[PagerDutyConfig, HttpRequest]):
     type_name = "pagerduty"
     config_model = PagerDutyConfig
 
-    def __init__(self, config: PagerDutyConfig) -> None:
-        super().__init__(config)
-        self.http = HttpClient()
-
-    async def start(self) -> None:
-        await self.http.start()
-
-    async def close(self) -> None:
-        await self.http.close()
 
     def event(self, message: ActionMessage) -> dict[str, Any]:
         """The Events v2 document (pure)."""

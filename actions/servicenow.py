@@ -24,8 +24,8 @@ from pydantic import Field, field_validator, model_validator
 
 from actions._common import Timeout, check_http_url
 from actions._config import EnvPStr, SecretFile, basic_auth_header, key_error, merge_secret_file
-from actions._http import HttpClient, HttpRequest
-from actions.base import Action, ActionConfig
+from actions._http import HttpRequest
+from actions.base import ActionConfig, HttpClientAction
 from app.configmodel import PStr, Secret, SecretStr
 from app.messages import ActionMessage
 
@@ -134,20 +134,13 @@ def record(config: ServiceNowConfig, message: ActionMessage) -> dict[str, Any]:
     }
 
 
-class ServiceNowAction(Action[ServiceNowConfig, HttpRequest]):
+class ServiceNowAction(HttpClientAction[ServiceNowConfig, HttpRequest]):
     type_name = "servicenow"
     config_model = ServiceNowConfig
 
     def __init__(self, config: ServiceNowConfig) -> None:
         super().__init__(config)
-        self.http = HttpClient()
         self._auth = basic_auth_header(config.user, config.password)
-
-    async def start(self) -> None:
-        await self.http.start()
-
-    async def close(self) -> None:
-        await self.http.close()
 
     def build_payload(self, message: ActionMessage) -> HttpRequest:
         return HttpRequest(

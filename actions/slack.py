@@ -28,8 +28,8 @@ from pydantic import Field, model_validator
 
 from actions._common import PendingRequests, Timeout, deliver_resumable, require_secret_url, truncate
 from actions._config import SecretFile
-from actions._http import HttpClient, HttpRequest
-from actions.base import Action, ActionConfig
+from actions._http import HttpRequest
+from actions.base import ActionConfig, HttpClientAction
 from app.configmodel import Secret, SecretStr
 from app.errors import PermanentActionError
 from app.messages import ActionMessage
@@ -110,20 +110,13 @@ def title_block(title: str) -> dict[str, Any]:
     return {"type": "section", "text": {"type": "mrkdwn", "text": truncate(title, SECTION_TEXT_LIMIT)}}
 
 
-class SlackAction(Action[SlackConfig, SlackRequest]):
+class SlackAction(HttpClientAction[SlackConfig, SlackRequest]):
     type_name = "slack"
     config_model = SlackConfig
 
     def __init__(self, config: SlackConfig) -> None:
         super().__init__(config)
-        self.http = HttpClient()
         self._pending: PendingRequests[SlackRequest] = PendingRequests()
-
-    async def start(self) -> None:
-        await self.http.start()
-
-    async def close(self) -> None:
-        await self.http.close()
 
     def build_payload(self, message: ActionMessage) -> SlackRequest:
         blocks = [_fit(b) for b in parse_blocks(message.content.description)]

@@ -29,8 +29,8 @@ from pydantic import Field, StrictBool, StrictInt, field_validator, model_valida
 
 from actions._common import Timeout, check_http_url, require_secret
 from actions._config import SecretFile
-from actions._http import HttpClient, HttpRequest
-from actions.base import Action, ActionConfig
+from actions._http import HttpRequest
+from actions.base import ActionConfig, HttpClientAction
 from app.configmodel import PStr, Secret, SecretStr
 from app.errors import PermanentActionError
 from app.messages import ActionMessage
@@ -109,19 +109,10 @@ def fit_event(event: Any, limit: int) -> bytes:
     )
 
 
-class SplunkAction(Action[SplunkConfig, HttpRequest]):
+class SplunkAction(HttpClientAction[SplunkConfig, HttpRequest]):
     type_name = "splunk"
     config_model = SplunkConfig
 
-    def __init__(self, config: SplunkConfig) -> None:
-        super().__init__(config)
-        self.http = HttpClient()
-
-    async def start(self) -> None:
-        await self.http.start()
-
-    async def close(self) -> None:
-        await self.http.close()
 
     def build_payload(self, message: ActionMessage) -> HttpRequest:
         cfg = self.config

@@ -30,8 +30,8 @@ from pydantic import Field, field_validator, model_validator
 
 from actions._common import Timeout, aqua_server, html_to_text, require_secret_url, short_html_message
 from actions._config import SecretFile
-from actions._http import HttpClient, HttpRequest
-from actions.base import Action, ActionConfig
+from actions._http import HttpRequest
+from actions.base import ActionConfig, HttpClientAction
 from app.configmodel import PStr, Secret, SecretStr
 from app.messages import ActionMessage
 
@@ -112,21 +112,14 @@ def workflow_payload(title: str, body: str, card: dict[str, Any] | None = None) 
     }
 
 
-class TeamsAction(Action[TeamsConfig, HttpRequest]):
+class TeamsAction(HttpClientAction[TeamsConfig, HttpRequest]):
     type_name = "teams"
     config_model = TeamsConfig
 
     def __init__(self, config: TeamsConfig) -> None:
         super().__init__(config)
-        self.http = HttpClient()
         url = config.url.reveal()
         self.format = detect_format(url) if config.teams_format == "auto" else config.teams_format
-
-    async def start(self) -> None:
-        await self.http.start()
-
-    async def close(self) -> None:
-        await self.http.close()
 
     def build_payload(self, message: ActionMessage) -> HttpRequest:
         content = message.content

@@ -10,8 +10,8 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from actions._http import HttpClient, HttpRequest
-from actions.base import Action, ActionConfig
+from actions._http import HttpRequest
+from actions.base import ActionConfig, HttpClientAction
 from app.configmodel import PStr, parse_duration
 from app.messages import ActionMessage
 
@@ -34,19 +34,10 @@ class WebhookConfig(ActionConfig):
         return value
 
 
-class WebhookAction(Action[WebhookConfig, HttpRequest]):
+class WebhookAction(HttpClientAction[WebhookConfig, HttpRequest]):
     type_name = "webhook"
     config_model = WebhookConfig
 
-    def __init__(self, config: WebhookConfig) -> None:
-        super().__init__(config)
-        self.http = HttpClient()
-
-    async def start(self) -> None:
-        await self.http.start()
-
-    async def close(self) -> None:
-        await self.http.close()
 
     def build_payload(self, message: ActionMessage) -> HttpRequest:
         return HttpRequest(
