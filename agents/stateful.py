@@ -30,7 +30,7 @@ TICK_INTERVAL = 1.0
 
 
 class RouteState:
-    def __init__(self, worker: "Worker") -> None:
+    def __init__(self, worker: Worker) -> None:
         self.w = worker
         app = worker.app
         parts = worker.config.herald.partitions
@@ -62,7 +62,7 @@ class RouteState:
             msg = event.message
             try:
                 await self.handle(orjson.loads(event.value), msg.topic, msg.partition, msg.offset)
-            except Exception as exc:  # noqa: BLE001 - nothing escapes the agent loop
+            except Exception as exc:
                 log.exception("route-state failed on offset %s", msg.offset)
                 await self.w.router_dead_letter(f"{type(exc).__name__}: {exc}", "InternalError", "",
                                                 event.value, msg.topic, msg.partition, msg.offset)

@@ -209,7 +209,7 @@ class Bridge:
             headers.append((H_ROUTE, route.encode()))
         try:
             partition, offset = await self.writer.write(body, headers, event_id.encode())
-        except (KafkaException, asyncio.TimeoutError) as exc:
+        except (TimeoutError, KafkaException) as exc:
             log.warning("event not accepted, Kafka did not acknowledge it: %s", exc)
             return web.json_response(
                 {"error": "Kafka did not acknowledge the event; retry later"}, status=503, headers={"Retry-After": "1"}

@@ -55,7 +55,7 @@ class DeliveredKeys:
             since_ms = int((time.time() - self.retention_s) * 1000)
             starts = consumer.offsets_for_times([TopicPartition(self.topic, p, since_ms) for p in partitions], timeout)
             for tp in starts:
-                low, high = consumer.get_watermark_offsets(TopicPartition(self.topic, tp.partition), timeout=timeout)
+                _, high = consumer.get_watermark_offsets(TopicPartition(self.topic, tp.partition), timeout=timeout)
                 start = tp.offset if tp.offset >= 0 else high
                 keys = self._keys.setdefault(tp.partition, {})
                 if start >= high:

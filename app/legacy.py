@@ -20,8 +20,9 @@ from __future__ import annotations
 import html
 import re
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import orjson
 
@@ -101,7 +102,7 @@ class Scan:
     sensitive: list[tuple[str, str, str, str]] = field(default_factory=list)  # filename, path, type, hash
 
     @classmethod
-    def from_event(cls, event: dict[str, Any]) -> "Scan":
+    def from_event(cls, event: dict[str, Any]) -> Scan:
         assurance = _obj(event, "image_assurance_results")
         summary = _obj(event, "vulnerability_summary")
         options = _obj(event, "scan_options")

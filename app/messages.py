@@ -49,7 +49,7 @@ class ActionMessage:
         )
 
     @classmethod
-    def from_json(cls, raw: bytes | str) -> "ActionMessage":
+    def from_json(cls, raw: bytes | str) -> ActionMessage:
         data = orjson.loads(raw)
         return cls(
             event_id=data["event_id"],
@@ -85,5 +85,5 @@ class DeadLetter:
         return orjson.dumps({k: getattr(self, k) for k in self.__slots__})  # type: ignore[attr-defined]
 
     @classmethod
-    def from_json(cls, raw: bytes | str) -> "DeadLetter":
+    def from_json(cls, raw: bytes | str) -> DeadLetter:
         return cls(**orjson.loads(raw))

@@ -11,9 +11,10 @@ import hashlib
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import orjson
 
@@ -23,7 +24,6 @@ from app.errors import EventError, HeraldError, PolicyError, TemplateError
 from app.messages import ActionMessage
 from app.policy.engine import PolicyEngine, make_engine
 from app.policy.filters import RouteFilters, Verdict
-from app.state import dedup_key
 from app.policy.templates import (
     BUILTIN_TEMPLATE_DIR,
     ModuleTemplate,
@@ -32,6 +32,7 @@ from app.policy.templates import (
     TemplateLibrary,
     fetch_template,
 )
+from app.state import dedup_key
 
 log = logging.getLogger("herald.router")
 
@@ -51,7 +52,7 @@ class EventMeta:
     source: str = ""
 
     @classmethod
-    def from_headers(cls, headers: Any, fallback_id: str, timestamp: float) -> "EventMeta":
+    def from_headers(cls, headers: Any, fallback_id: str, timestamp: float) -> EventMeta:
         h: dict[str, str] = {}
         for key, value in (headers.items() if isinstance(headers, dict) else headers or []):
             if value is not None:

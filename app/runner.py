@@ -11,8 +11,8 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Awaitable, Callable
 
 from actions.base import Action, ActionConfig
 from app.errors import ActionError, RetryableActionError
@@ -30,7 +30,7 @@ class RetryPolicy:
     max_backoff: float = 30.0
 
     @classmethod
-    def of(cls, config: ActionConfig) -> "RetryPolicy":
+    def of(cls, config: ActionConfig) -> RetryPolicy:
         return cls(config.retry_max_attempts, config.retry_deadline, config.retry_initial_backoff, config.retry_max_backoff)
 
     def backoff(self, attempt: int, retry_after: float | None, rng: random.Random) -> float:
@@ -83,7 +83,7 @@ async def deliver(
             outcome = Outcome(False, attempt, first, clock(), redact(str(exc)), type(exc).__name__, exc.status)
             retry_after = exc.retry_after if isinstance(exc, RetryableActionError) else None
             retryable = exc.retryable
-        except Exception as exc:  # noqa: BLE001 - an action bug becomes a dead letter, not a crash
+        except Exception as exc:
             outcome = Outcome(False, attempt, first, clock(), redact(f"{type(exc).__name__}: {exc}"), "PermanentActionError")
             retry_after, retryable = None, False
             log.exception("action %s raised an unexpected error", action.name)

@@ -14,7 +14,7 @@ from pydantic import Field, StrictInt, field_validator
 from app.configmodel import PosteeModel, PStr, PStrList
 from app.errors import ConfigError
 
-_SIZE = re.compile(r"^(\d+)\s*([kmg]i?b?|b)?$", re.I)
+_SIZE = re.compile(r"^(\d+)\s*([kmg]i?b?|b)?$", re.IGNORECASE)
 _SIZE_UNIT = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 
 

@@ -57,7 +57,7 @@ class Batch:
                 "received": self.received}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> "Batch":
+    def from_dict(cls, data: dict[str, Any] | None) -> Batch:
         if not data:
             return cls()
         return cls(list(data.get("items", [])), list(data.get("event_ids", [])), float(data.get("started_at", 0.0)),

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from app.config import RouteConfig
 from app.errors import ConfigError, PolicyError
@@ -23,7 +24,7 @@ from app.policy.engine import PolicyEngine, make_engine
 log = logging.getLogger("herald.filters")
 
 BUILTIN_FILTER_DIR = Path(__file__).resolve().parent.parent / "rego" / "filters"
-_PACKAGE = re.compile(r"^(\s*package\s+)postee\b", re.M)
+_PACKAGE = re.compile(r"^(\s*package\s+)postee\b", re.MULTILINE)
 _DATA_REF = re.compile(r"\bdata\.postee\b")
 
 

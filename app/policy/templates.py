@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import logging
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import orjson
 
@@ -210,7 +211,7 @@ def _find_result(doc: Any) -> Any:
 def fetch_template(url: str, timeout: float = 10.0) -> str:
     """``url`` templates are fetched once at start (with a timeout, unlike Postee)."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - user-configured
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
             if resp.status > 399:
                 raise TemplateError(f"fetching {url} gave HTTP {resp.status}", url)
             return resp.read().decode()
