@@ -53,6 +53,11 @@ def make_faust_app(config: Config) -> faust.App:
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         producer_linger=0.002,
+        # aiokafka keeps one batch per partition and one produce request in flight per broker, and
+        # an agent's send waits while its partition's batch is full: with the 16 KiB default an
+        # action message (event + rendering, ~17 KB for an Aqua scan) filled a batch alone, so
+        # each round trip carried one message per partition.
+        producer_max_batch_size=512 * 1024,
         broker_commit_interval=1.0,
         broker_session_timeout=10.0,
         broker_heartbeat_interval=1.0,
