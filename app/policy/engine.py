@@ -21,6 +21,7 @@ from app import gojson
 from app.errors import PolicyError
 
 _BACKTRACE = re.compile(r"\n*Stack backtrace:.*", re.S)
+_DATA_PATH = re.compile(r"data(\.[A-Za-z_][A-Za-z0-9_]*)+")
 
 
 def clean_error(exc: BaseException) -> str:
@@ -62,6 +63,7 @@ class EmbeddedEngine:
         self._engine.set_rego_v0(v0)
         self._engine.add_extension("jsonformat", 1, jsonformat)
         self._packages: list[str] = []
+        self._doc_rules: dict[str, str | None] = {}  # eval_path's path -> rule holding its document
 
     def add_module(self, path: str, source: str) -> str:
         try:
@@ -78,8 +80,12 @@ class EmbeddedEngine:
         self._engine.set_input_json(text)
 
     def eval_path(self, path: str) -> Any:
+        rule = self._doc_rules.get(path) if path in self._doc_rules else self._doc_rule(path)
         try:
             # as JSON: the Python conversion of eval_query fails on integral numbers beyond int64
+            if rule is not None:
+                values = orjson.loads(self._engine.eval_rule_as_json(rule))
+                return values[0] if values else None
             result = orjson.loads(self._engine.eval_query_as_json(path))
         except RuntimeError as exc:
             raise PolicyError(clean_error(exc), path) from None
@@ -88,6 +94,23 @@ class EmbeddedEngine:
             return None
         exprs = rows[0].get("expressions") or []
         return exprs[0].get("value") if exprs else None
+
+    def _doc_rule(self, path: str) -> str | None:
+        """A rule whose value is ``[document at path]`` (``[]`` when undefined), added once per path.
+
+        regorus parses and plans a query on every ``eval_query``, at ~1 us per module in the
+        engine (~100 us per render in the template library); a rule is planned once.
+        """
+        rule: str | None = None
+        if _DATA_PATH.fullmatch(path):
+            package = f"heraldeval.doc{len(self._doc_rules)}"
+            try:
+                self._engine.add_policy(f"{package}.rego", f"package {package}\n\nvalue := [x | x := {path}]\n")
+                rule = f"data.{package}.value"
+            except RuntimeError:
+                rule = None  # evaluate this path as a query
+        self._doc_rules[path] = rule
+        return rule
 
     def eval_rule(self, path: str) -> Any:
         """Faster than ``eval_path`` for a single rule (no query parsing)."""
