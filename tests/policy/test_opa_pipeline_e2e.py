@@ -60,7 +60,8 @@ def test_events_are_routed_and_rendered_through_opa(
         assert got[0].body.decode() == embedded.rendered["r-aio"].description
         mine = [d for d in decisions if d["event_id"] == body["event_id"]]
         assert mine[0]["routes"]["r-aio"]["matched"] is True
-        assert mine[0]["routes"]["r-nginx"] == {"matched": False, "reason": "input rule did not allow"}
+        assert mine[0]["routes"]["r-nginx"] == {
+            "matched": False, "reason": "input rule did not allow", "template": "raw-json"}
         assert sink.count("/never") == 0
 
     # the routes and templates really were loaded into OPA
