@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import tempfile
 import time
 import traceback
 from typing import Any
@@ -46,6 +48,8 @@ def make_faust_app(config: Config) -> faust.App:
         s.consumer_group,
         broker=broker_urls(s.kafka_bootstrap_servers),
         store="memory://",
+        # faust wants a data directory even with the memory store; keep it out of the working tree
+        datadir=os.environ.get("HERALD_DATA_DIR", os.path.join(tempfile.gettempdir(), "herald-faust")),
         web_enabled=False,
         autodiscover=False,
         topic_partitions=s.partitions,
@@ -100,6 +104,8 @@ class Worker:
             )
         self.app.on_partitions_assigned.connect(self._on_assigned)
         self._started: set[str] = set()
+        self._load_locks: dict[tuple[str, int], asyncio.Lock] = {}
+        self.route_templates = {name: r.template for name, r in config.routes.items()}
         self._start_lock = asyncio.Lock()
         self.routed = 0
 
@@ -162,7 +168,7 @@ class Worker:
             await self.router_dead_letter(
                 f"route {failure.route}: {failure.error}", failure.error_type, meta.event_id, raw, topic, partition, offset
             )
-        decision = result.decision(self.router.config_hash)
+        decision = result.decision(self.router.config_hash, self.route_templates)
         decision.update(topic=topic, partition=partition, offset=offset, received_at=meta.received_at)
         await self.send(self.decisions, meta.event_id, orjson.dumps(decision))
         self.routed += 1
@@ -231,8 +237,10 @@ class Worker:
 
         delivered = self.delivered[name]
         if partition not in delivered.loaded:
-            n = await asyncio.get_running_loop().run_in_executor(None, delivered.load, [partition])
-            log.info("action %s: %d recently delivered keys read back for partition %d", name, n, partition)
+            async with self._load_locks.setdefault((name, partition), asyncio.Lock()):
+                if partition not in delivered.loaded:  # another actor of this agent may have done it
+                    n = await asyncio.get_running_loop().run_in_executor(None, delivered.load, [partition])
+                    log.info("action %s: %d recently delivered keys read back for partition %d", name, n, partition)
         key = message.idempotency_key
         if delivered.seen(partition, key):
             delivered.suppressed += 1

@@ -40,7 +40,7 @@ class Content:
         return {name: getattr(self, name) for name in _FIELDS}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Content":
+    def from_dict(cls, data: dict[str, Any]) -> Content:
         return cls(**{k: str(v) for k, v in data.items() if k in cls.__dataclass_fields__})
 
 

@@ -20,7 +20,7 @@ import regorus
 from app import gojson
 from app.errors import PolicyError
 
-_BACKTRACE = re.compile(r"\n*Stack backtrace:.*", re.S)
+_BACKTRACE = re.compile(r"\n*Stack backtrace:.*", re.DOTALL)
 _DATA_PATH = re.compile(r"data(\.[A-Za-z_][A-Za-z0-9_]*)+")
 
 
