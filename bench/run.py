@@ -300,6 +300,7 @@ def main() -> int:
     p.add_argument("--soak-interval", type=float, default=5.0, help="RSS sampling interval of the soak (s)")
     p.add_argument("--profile", type=Path, default=None, metavar="DIR", help="only profile bridge and worker")
     p.add_argument("--profiler", choices=("pyinstrument", "cprofile"), default="pyinstrument")
+    p.add_argument("--keep", action="store_true", help="keep the work directory (logs, broker state)")
     p.add_argument("--out", type=Path, default=None, help="results file (default bench/results.json)")
     args = p.parse_args()
     phases = {x.strip() for x in args.phases.split(",") if x.strip()}
@@ -348,7 +349,10 @@ def main() -> int:
     finally:
         if kafka is not None:
             kafka.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+        if args.keep:
+            print(f"kept {workdir} (broker state, sink and Herald logs)", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
     results["bench_seconds"] = round(time.time() - started, 1)
     results["machine"]["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     out = args.out or HERE / "results.json"
