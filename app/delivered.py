@@ -9,6 +9,7 @@ were already delivered are suppressed instead of sent twice.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 import uuid
@@ -18,11 +19,16 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 log = logging.getLogger("herald.delivered")
 
 RETENTION_S = 3600.0
+# Redeliveries follow a crash or rebalance within seconds to minutes; 50,000 keys per partition
+# (~10 MB) cover that at thousands of events per second.
+MAX_KEYS_PER_PARTITION = 50_000
 
 
 class DeliveredKeys:
-    def __init__(self, bootstrap: str, topic: str, retention_s: float = RETENTION_S) -> None:
+    def __init__(self, bootstrap: str, topic: str, retention_s: float = RETENTION_S,
+                 max_keys: int = MAX_KEYS_PER_PARTITION) -> None:
         self.bootstrap = bootstrap
+        self.max_keys = max_keys
         self.topic = topic
         self.retention_s = retention_s
         self._keys: dict[int, dict[str, float]] = {}
@@ -35,7 +41,10 @@ class DeliveredKeys:
     def mark(self, partition: int, key: str, now: float | None = None) -> None:
         keys = self._keys.setdefault(partition, {})
         keys[key] = now or time.time()
-        if len(keys) % 10000 == 0:
+        if len(keys) > self.max_keys:  # bounded memory: forget the oldest (insertion order)
+            for old in list(itertools.islice(keys, len(keys) - self.max_keys)):
+                del keys[old]
+        elif len(keys) % 10000 == 0:
             self.prune(partition)
 
     def prune(self, partition: int) -> None:

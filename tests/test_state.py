@@ -34,3 +34,13 @@ def test_batch_is_oldest_first_keeps_owners_and_has_a_stable_id() -> None:
     again = Batch.from_dict(json.loads(json.dumps(batch.to_dict())))
     assert again.aggregate_id() == batch.aggregate_id() and again.started_at == 100.0
     assert not batch.due(10, now=109.0) and batch.due(10, now=110.0) and not Batch().due(10, now=1e9)
+
+
+def test_delivered_keys_are_bounded_oldest_first() -> None:
+    from app.delivered import DeliveredKeys
+
+    keys = DeliveredKeys("127.0.0.1:1", "unused", max_keys=3)
+    for i in range(5):
+        keys.mark(0, f"k{i}", now=1000.0 + i)
+    assert [keys.seen(0, f"k{i}") for i in range(5)] == [False, False, True, True, True]
+    assert not keys.seen(1, "k4")
