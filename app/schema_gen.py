@@ -10,11 +10,13 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, TypeAdapter
 from pydantic.json_schema import PydanticJsonSchemaWarning
 
 from actions import action_class, available
 from app.config import RouteConfig, RuleConfig, TemplateConfig
+from app.content import Content
+from app.messages import DeadLetter
 from app.settings import HeraldSettings
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
@@ -69,20 +71,6 @@ def config_schema() -> dict[str, Any]:
     }
 
 
-class _Content(BaseModel):
-    title: str
-    description: str
-    url: str = ""
-    date: str = ""
-    severity: str = ""
-    summary: str = ""
-    category: str = ""
-    subcategory: str = ""
-    assignedTo: str = ""
-    assignedGroup: str = ""
-    owners: str = ""
-
-
 class ActionMessageSchema(BaseModel):
     """A message on ``<prefix>action.<name>``."""
 
@@ -90,7 +78,7 @@ class ActionMessageSchema(BaseModel):
     route: str
     action: str
     idempotency_key: str = Field(description="event_id:route:action; the delivered-keys table is keyed by it.")
-    content: _Content
+    content: Content
     event: dict[str, Any] | None = Field(description="The raw event (null for aggregates).")
     received_at: float
     routed_at: float
@@ -98,21 +86,9 @@ class ActionMessageSchema(BaseModel):
     aggregated: int = Field(description="Number of events in an aggregate, 0 for a single event.")
 
 
-class DeadLetterSchema(BaseModel):
-    """A record on ``<prefix>dlq.<name>`` or ``<prefix>dlq.router``."""
-
-    stage: str = Field(description="'router' or the action name.")
-    error: str
-    error_type: str
-    attempts: int
-    first_attempt_at: float
-    last_attempt_at: float
-    source_topic: str
-    source_partition: int
-    source_offset: int
-    event_id: str
-    status: int | None
-    original: Any = Field(description="The action message (object), or the raw event text for the router.")
+def dead_letter_schema() -> dict[str, Any]:
+    """A record on ``<prefix>dlq.<name>`` or ``<prefix>dlq.router`` (from the dataclass itself)."""
+    return TypeAdapter(DeadLetter).json_schema(mode="validation")
 
 
 def write_all() -> list[Path]:
@@ -120,7 +96,7 @@ def write_all() -> list[Path]:
     out = {
         "config.schema.json": config_schema(),
         "action-message.schema.json": _schema(ActionMessageSchema),
-        "dead-letter.schema.json": _schema(DeadLetterSchema),
+        "dead-letter.schema.json": dead_letter_schema(),
     }
     paths = []
     for name, schema in out.items():

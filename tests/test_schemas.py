@@ -9,14 +9,14 @@ import yaml
 
 from app.content import Content
 from app.messages import ActionMessage, DeadLetter
-from app.schema_gen import SCHEMAS, ActionMessageSchema, DeadLetterSchema, _schema, config_schema
+from app.schema_gen import SCHEMAS, ActionMessageSchema, _schema, config_schema, dead_letter_schema
 from tests.harness import ROOT
 
 
 def test_committed_schemas_are_current() -> None:
     assert json.loads((SCHEMAS / "config.schema.json").read_text()) == json.loads(json.dumps(config_schema()))
     assert json.loads((SCHEMAS / "action-message.schema.json").read_text()) == _schema(ActionMessageSchema)
-    assert json.loads((SCHEMAS / "dead-letter.schema.json").read_text()) == _schema(DeadLetterSchema)
+    assert json.loads((SCHEMAS / "dead-letter.schema.json").read_text()) == dead_letter_schema()
 
 
 def test_example_config_validates_and_a_wrong_type_does_not() -> None:
