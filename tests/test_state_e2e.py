@@ -114,17 +114,20 @@ def delivered_numbers(sink: Sink, path: str) -> list[int]:
     return [json.loads(r.body)["n"] for r in sink.requests.get(path, [])]
 
 
-def post_many(herald: Herald, numbers: range, threads: int = 8) -> list[int]:
-    """Post concurrently; returns the numbers the bridge acknowledged."""
+def post_many(herald: Herald, numbers: range, threads: int = 8, ids: dict[int, str] | None = None) -> list[int]:
+    """Post concurrently; returns the numbers the bridge acknowledged (``ids`` gets their event ids)."""
     acknowledged: list[int] = []
     lock = threading.Lock()
     chunks = [numbers[i::threads] for i in range(threads)]
 
     def run(chunk: range) -> None:
         for n in chunk:
-            if herald.post({"n": n})[0] == 200:
+            status, body = herald.post({"n": n})
+            if status == 200:
                 with lock:
                     acknowledged.append(n)
+                    if ids is not None:
+                        ids[n] = f'{body["event_id"]}@{body["partition"]}:{body["offset"]}'
 
     workers = [threading.Thread(target=run, args=(c,)) for c in chunks]
     for t in workers:
@@ -171,11 +174,32 @@ def test_two_workers_split_partitions_and_survive_one_dying(kafka: Any, tmp_path
             return int(lines[-1].split("ready: ")[1].split()[0]) if lines else -1
 
         wait_until(lambda: assigned("worker") > 0 and assigned("worker1") > 0, 60, "both workers to own partitions")
-        acked = post_many(herald, range(0, 300))
+        ids: dict[int, str] = {}
+        acked = post_many(herald, range(0, 300), ids=ids)
         herald.stop("worker1", signal.SIGKILL)
-        acked += post_many(herald, range(300, 600))
-        wait_until(lambda: set(delivered_numbers(sink, "/w1")) >= set(acked), 120, "all events delivered")
+        acked += post_many(herald, range(300, 600), ids=ids)
+        try:
+            wait_until(lambda: set(delivered_numbers(sink, "/w1")) >= set(acked), 120, "all events delivered")
+        except AssertionError:
+            raise AssertionError(explain_missing(herald, sink, ids, set(acked))) from None
         assert set(delivered_numbers(sink, "/w1")) == set(range(600))
+
+
+def explain_missing(herald: Herald, sink: Sink, ids: dict[int, str], acked: set[int]) -> str:
+    """Where the undelivered events stopped: routed? attempted? dead-lettered? (for a flaky failure)."""
+    missing = sorted(acked - set(delivered_numbers(sink, "/w1")))
+    decided = {d["event_id"] for d in herald.read_topic("decisions", timeout=5)}
+    attempts: dict[str, list[str]] = {}
+    for d in herald.read_topic("deliveries", timeout=5):
+        attempts.setdefault(d["event_id"], []).append(d["outcome"])
+    dead = {d.get("event_id") for d in herald.read_topic("dlq.w1", timeout=5)}
+    rows = []
+    for n in missing[:20]:
+        event_id, _, where = ids[n].partition("@")
+        rows.append(f"n={n} events partition:offset={where} routed={event_id in decided} "
+                    f"attempts={attempts.get(event_id, [])} dead={event_id in dead}")
+    return (f"{len(missing)} acknowledged events never reached the sink:\n" + "\n".join(rows)
+            + "\n--- surviving worker log (tail) ---\n" + herald.log_text("worker")[-3000:])
 
 
 def herald_cli(herald: Herald, *args: str) -> Any:
