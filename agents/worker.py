@@ -180,13 +180,21 @@ class Worker:
     async def router_dead_letter(
         self, error: str, error_type: str, event_id: str, raw: bytes, topic: str, partition: int, offset: int
     ) -> None:
+        await self._dead_letter_now(self.router_dlq, "router", error, error_type, raw, topic, partition, offset,
+                                    event_id=event_id, attempts=1)
+
+    async def _dead_letter_now(
+        self, dlq: faust.TopicT, stage: str, error: str, error_type: str, raw: bytes, topic: str, partition: int,
+        offset: int, event_id: str = "", attempts: int = 0,
+    ) -> None:
+        """A dead letter for a message that failed before (or instead of) any delivery attempt."""
         now = time.time()
         record = DeadLetter(
-            stage="router", error=error, error_type=error_type, attempts=1, first_attempt_at=now,
+            stage=stage, error=error, error_type=error_type, attempts=attempts, first_attempt_at=now,
             last_attempt_at=now, source_topic=topic, source_partition=partition, source_offset=offset,
             event_id=event_id, original=raw.decode("utf-8", "replace"),
         )
-        await self.send(self.router_dlq, event_id or f"{topic}-{partition}-{offset}", record.to_json())
+        await self.send(dlq, event_id or f"{topic}-{partition}-{offset}", record.to_json())
 
     async def emit(self, message: ActionMessage) -> None:
         """Send ``message`` to every enabled action of its route (each action gets every batch)."""
@@ -207,14 +215,8 @@ class Worker:
                     raise
                 except Exception as exc:  # noqa: BLE001 - nothing escapes the agent loop
                     log.exception("action agent %s failed on offset %s", name, msg.offset)
-                    now = time.time()
-                    record = DeadLetter(
-                        stage=name, error=f"{type(exc).__name__}: {exc}", error_type="InternalError", attempts=0,
-                        first_attempt_at=now, last_attempt_at=now, source_topic=msg.topic,
-                        source_partition=msg.partition, source_offset=msg.offset,
-                        original=event.value.decode("utf-8", "replace"),
-                    )
-                    await self.send(self.dlq_topics[name], f"{msg.topic}-{msg.partition}-{msg.offset}", record.to_json())
+                    await self._dead_letter_now(self.dlq_topics[name], name, f"{type(exc).__name__}: {exc}",
+                                                "InternalError", event.value, msg.topic, msg.partition, msg.offset)
 
         action_agent.__name__ = f"action_{name}"
         return action_agent
@@ -230,13 +232,8 @@ class Worker:
         try:
             message = ActionMessage.from_json(raw)
         except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
-            now = time.time()
-            record = DeadLetter(
-                stage=name, error=f"malformed action message: {exc}", error_type="MessageError", attempts=0,
-                first_attempt_at=now, last_attempt_at=now, source_topic=topic, source_partition=partition,
-                source_offset=offset, original=raw.decode("utf-8", "replace"),
-            )
-            await self.send(self.dlq_topics[name], f"{topic}-{partition}-{offset}", record.to_json())
+            await self._dead_letter_now(self.dlq_topics[name], name, f"malformed action message: {exc}",
+                                        "MessageError", raw, topic, partition, offset)
             return None
 
         delivered = self.delivered[name]
