@@ -21,6 +21,7 @@ from confluent_kafka.admin import AdminClient
 
 from app.config import Config
 from app.errors import HeraldError, PolicyError
+from app.kafkawindow import WindowReader
 from app.policy.engine import EmbeddedEngine
 from app.topics import Topics
 
@@ -54,32 +55,11 @@ class DeadLetters:
         return self.topics.router_dlq if stage == "router" else self.topics.dlq(stage)
 
     def read(self, stage: str, since_s: float | None = None) -> Iterator[DeadLetterRecord]:
-        topic = self._topic(stage)
-        consumer = _consumer(self.bootstrap)
-        try:
-            md = consumer.list_topics(topic, timeout=10)
-            if topic not in md.topics or md.topics[topic].error is not None:
-                return
-            for p in sorted(md.topics[topic].partitions):
-                low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-                if high <= low:
-                    continue
-                consumer.assign([TopicPartition(topic, p, low)])
-                offset = low
-                while offset < high:
-                    batch = consumer.consume(500, timeout=5)
-                    if not batch:
-                        break
-                    for m in batch:
-                        if m.error() is not None:
-                            continue
-                        offset = m.offset() + 1
-                        record = orjson.loads(m.value())
-                        if since_s is not None and record.get("last_attempt_at", 0) < since_s:
-                            continue
-                        yield DeadLetterRecord(f"{stage}:{p}:{m.offset()}", stage, record)
-        finally:
-            consumer.close()
+        for rec in WindowReader(self.bootstrap, self._topic(stage), None, None):
+            record = orjson.loads(rec.value)
+            if since_s is not None and record.get("last_attempt_at", 0) < since_s:
+                continue
+            yield DeadLetterRecord(f"{stage}:{rec.partition}:{rec.offset}", stage, record)
 
     def summary(self, action: str | None = None) -> dict[str, Any]:
         """Counts per action and per reason (error type and status)."""
