@@ -132,12 +132,15 @@ class Router:
             except HeraldError as exc:
                 self.template_errors[name] = str(exc)
                 log.error("template %s is unavailable: %s", name, exc)
-        self.stateful_routes = {name: r for name, r in config.routes.items() if self._is_stateful(r)}
+        self.aggregating = {name for name, r in config.routes.items() if self._can_aggregate(r)}
+        self.stateful_routes = {
+            name: r for name, r in config.routes.items() if r.plugins.unique_message_props or name in self.aggregating
+        }
         self.config_hash = hashlib.sha256(
             orjson.dumps({"path": config.path, "routes": sorted(config.routes)}, option=orjson.OPT_SORT_KEYS)
         ).hexdigest()[:12]
 
-    def aggregates(self, route: Any) -> bool:
+    def _can_aggregate(self, route: Any) -> bool:
         """Aggregation applies when configured and the route's template can aggregate."""
         if not (route.plugins.aggregate_message_number or route.aggregate_timeout):
             return False
@@ -148,8 +151,9 @@ class Router:
             return False
         return True
 
-    def _is_stateful(self, route: Any) -> bool:
-        return bool(route.plugins.unique_message_props) or self.aggregates(route)
+    def aggregates(self, route: Any) -> bool:
+        """Whether ``route`` aggregates (decided once at start)."""
+        return route.name in self.aggregating
 
     def _build_template(self, name: str, tc: Any, factory: Callable[[], PolicyEngine]) -> Template:
         # Postee's precedence: the last successful of legacy -> rego-package -> url -> body wins
