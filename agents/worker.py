@@ -25,6 +25,7 @@ import orjson
 
 from actions import action_class
 from actions.base import Action
+from agents import offsets
 from agents.stateful import RouteState
 from app.config import Config
 from app.delivered import RETENTION_S, DeliveredKeys
@@ -44,7 +45,7 @@ def broker_urls(bootstrap: str) -> list[str]:
 
 def make_faust_app(config: Config) -> faust.App:
     s = config.herald
-    return faust.App(
+    app = faust.App(
         s.consumer_group,
         broker=broker_urls(s.kafka_bootstrap_servers),
         store="memory://",
@@ -74,6 +75,8 @@ def make_faust_app(config: Config) -> faust.App:
         stream_buffer_maxsize=4096,
         processing_guarantee="at_least_once",
     )
+    offsets.install(app)  # commit offsets that never skip a message still in flight
+    return app
 
 
 class Worker:
@@ -150,7 +153,7 @@ class Worker:
                 await self.route_one(event.value, event.headers, msg.topic, msg.partition, msg.offset, msg.timestamp)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - nothing escapes the agent loop
+            except Exception as exc:
                 log.exception("router failed on %s[%s]@%s", msg.topic, msg.partition, msg.offset)
                 await self.router_dead_letter(
                     f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}", "InternalError",
@@ -213,7 +216,7 @@ class Worker:
                     await self.deliver_one(name, event.value, msg.topic, msg.partition, msg.offset)
                 except asyncio.CancelledError:
                     raise
-                except Exception as exc:  # noqa: BLE001 - nothing escapes the agent loop
+                except Exception as exc:
                     log.exception("action agent %s failed on offset %s", name, msg.offset)
                     await self._dead_letter_now(self.dlq_topics[name], name, f"{type(exc).__name__}: {exc}",
                                                 "InternalError", event.value, msg.topic, msg.partition, msg.offset)

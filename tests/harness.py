@@ -26,9 +26,10 @@ import urllib.error
 import urllib.request
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 from aiohttp import web
@@ -73,6 +74,7 @@ class Sink:
     requests: dict[str, list[Recorded]] = field(default_factory=lambda: defaultdict(list))
     _scripts: dict[str, list[Any]] = field(default_factory=dict)
     _default: dict[str, Any] = field(default_factory=dict)
+    _held: dict[str, asyncio.Event] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -84,16 +86,27 @@ class Sink:
         self._scripts[path] = list(statuses)
         self._default[path] = then
 
+    def hold_next(self, path: str) -> None:
+        """Keep the next request on ``path`` unanswered until ``release(path)`` (others are answered)."""
+        self._held[path] = asyncio.Event()
+
+    def release(self, path: str) -> None:
+        self._loop.call_soon_threadsafe(self._held.pop(path).set)
+
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.read()
         path = request.path
         self.requests[path].append(Recorded(request.method, path, dict(request.headers), body, time.time()))
+        held = self._held.get(path)
+        if held is not None and not getattr(held, "taken", False):
+            held.taken = True  # type: ignore[attr-defined]
+            await held.wait()
         queue = self._scripts.get(path)
         answer = queue.pop(0) if queue else self._default.get(path, 200)
         status, headers = answer if isinstance(answer, tuple) else (answer, {})
         return web.Response(status=status, text="ok" if status < 400 else f"sink error {status}", headers=headers)
 
-    def __enter__(self) -> "Sink":
+    def __enter__(self) -> Sink:
         started = threading.Event()
 
         def serve() -> None:
@@ -111,7 +124,7 @@ class Sink:
         assert started.wait(10), "sink did not start"
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         fut = asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop)
         fut.result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
@@ -208,7 +221,7 @@ class Herald:
             proc.kill()
             return proc.wait(10)
 
-    def __enter__(self) -> "Herald":
+    def __enter__(self) -> Herald:
         try:
             for i in range(self.n_workers):
                 self.start_worker("worker" if i == 0 else f"worker{i}", wait=False)
@@ -221,7 +234,7 @@ class Herald:
             raise
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         for name in list(self.procs):
             self.stop(name)
 

@@ -1,0 +1,81 @@
+"""The commit-offset rule, without Kafka (the broker-level proof is in test_state_e2e.py)."""
+
+from __future__ import annotations
+
+from faust.types import TP
+
+from agents.offsets import OffsetTracker, _AckedByPartition, _TakenMessages
+
+A = TP("herald.action.w1", 0)
+B = TP("herald.action.w1", 1)
+
+
+def test_nothing_finished_means_nothing_to_commit() -> None:
+    t = OffsetTracker()
+    assert t.commit_offset(A) is None
+    t.taken(A, 10)
+    assert t.commit_offset(A) == 10  # the message being processed is read again after a crash
+
+
+def test_the_commit_stops_at_the_oldest_unfinished_message() -> None:
+    t = OffsetTracker()
+    for offset in range(10, 16):
+        t.taken(A, offset)
+    for offset in (11, 12, 13, 15):  # concurrent deliveries finish out of order
+        t.finished(A, offset)
+    assert t.commit_offset(A) == 10  # faust's rule gave 14 here
+    t.finished(A, 10)
+    assert t.commit_offset(A) == 14
+    t.finished(A, 14)
+    assert t.commit_offset(A) == 16
+
+
+def test_offsets_that_never_reach_a_stream_do_not_hold_the_commit() -> None:
+    # compacted or transaction-marker offsets are never delivered: they are not waited for
+    t = OffsetTracker()
+    for offset in (3, 7, 8):
+        t.taken(A, offset)
+        t.finished(A, offset)
+    assert t.commit_offset(A) == 9
+
+
+def test_partitions_are_independent_and_forgotten_on_revoke() -> None:
+    t = OffsetTracker()
+    t.taken(A, 0)
+    t.taken(B, 5)
+    t.finished(B, 5)
+    assert (t.commit_offset(A), t.commit_offset(B)) == (0, 6)
+    assert set(t.partitions()) == {A, B}
+    t.forget([A])
+    assert t.commit_offset(A) is None and t.partitions() == [B]
+    # an ack for a message taken before the revoke does not count for the next assignment
+    t.finished(A, 0)
+    assert t.commit_offset(A) is None
+
+
+def test_an_ack_of_a_message_never_taken_is_ignored() -> None:
+    t = OffsetTracker()
+    t.taken(A, 4)
+    t.finished(A, 9)
+    assert t.commit_offset(A) == 4
+
+
+class _Message:
+    def __init__(self, tp: TP, offset: int) -> None:
+        self.tp, self.topic, self.offset = tp, tp.topic, offset
+
+
+def test_fausts_structures_feed_the_tracker() -> None:
+    # streams add a message to the unacked set when they take it and append its offset to the
+    # acked list of its partition when they finish it (both faust code paths do exactly that)
+    t = OffsetTracker()
+    taken = _TakenMessages(t, lambda topic: topic == A.topic)
+    acked = _AckedByPartition(t)
+    first, second, other = _Message(A, 0), _Message(A, 1), _Message(TP("changelog", 0), 0)
+    for m in (first, second, other):
+        taken.add(m)
+    assert t.partitions() == [A]  # topics without acks (table changelogs) are not tracked
+    acked[A].append(1)
+    assert t.commit_offset(A) == 0
+    acked[A].append(0)
+    assert t.commit_offset(A) == 2 and acked[A] == [1, 0]
