@@ -269,6 +269,11 @@ class Herald:
     # -- topics -------------------------------------------------------------------------------
     def read_topic(self, suffix: str, min_count: int = 0, timeout: float = 30.0) -> list[dict[str, Any]]:
         """All JSON records on ``<prefix><suffix>`` (waits until at least ``min_count``)."""
+        return [json.loads(value) for _, _, value in self.read_positions(suffix, min_count, timeout)]
+
+    def read_positions(self, suffix: str, min_count: int = 0,
+                       timeout: float = 30.0) -> list[tuple[int, int, bytes]]:
+        """(partition, offset, value) of every record on ``<prefix><suffix>``."""
         from confluent_kafka import Consumer, TopicPartition
 
         topic = self.prefix + suffix
@@ -277,10 +282,9 @@ class Herald:
         try:
             md = consumer.list_topics(topic, timeout=10)
             parts = list(md.topics[topic].partitions) if topic in md.topics else []
-            records: list[dict[str, Any]] = []
             deadline = time.time() + timeout
             while True:
-                records = []
+                records: list[tuple[int, int, bytes]] = []
                 for p in parts:
                     low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
                     if high <= low:
@@ -293,10 +297,22 @@ class Herald:
                             break
                         for m in msgs:
                             if m.error() is None:
-                                records.append(json.loads(m.value()))
+                                records.append((m.partition(), m.offset(), m.value()))
                                 got += 1
                 if len(records) >= min_count or time.time() > deadline:
                     return records
                 time.sleep(0.5)
+        finally:
+            consumer.close()
+
+    def committed(self, suffix: str, partitions: int) -> list[int]:
+        """The consumer group's committed offset of each partition of ``<prefix><suffix>`` (-1: none)."""
+        from confluent_kafka import Consumer, TopicPartition
+
+        consumer = Consumer({"bootstrap.servers": self.kafka.bootstrap,
+                             "group.id": f"herald-{self.prefix.rstrip('.')}", "enable.auto.commit": False})
+        try:
+            tps = consumer.committed([TopicPartition(self.prefix + suffix, p) for p in range(partitions)], timeout=10)
+            return [int(tp.offset) if tp.offset >= 0 else -1 for tp in tps]
         finally:
             consumer.close()

@@ -30,15 +30,6 @@ def test_the_commit_stops_at_the_oldest_unfinished_message() -> None:
     assert t.commit_offset(A) == 16
 
 
-def test_offsets_that_never_reach_a_stream_do_not_hold_the_commit() -> None:
-    # compacted or transaction-marker offsets are never delivered: they are not waited for
-    t = OffsetTracker()
-    for offset in (3, 7, 8):
-        t.taken(A, offset)
-        t.finished(A, offset)
-    assert t.commit_offset(A) == 9
-
-
 def test_partitions_are_independent_and_forgotten_on_revoke() -> None:
     t = OffsetTracker()
     t.taken(A, 0)
@@ -69,7 +60,7 @@ def test_fausts_structures_feed_the_tracker() -> None:
     # streams add a message to the unacked set when they take it and append its offset to the
     # acked list of its partition when they finish it (both faust code paths do exactly that)
     t = OffsetTracker()
-    taken = _TakenMessages(t, lambda topic: topic == A.topic)
+    taken = _TakenMessages(t, lambda topic: topic == A.topic, lambda tp, offset: None)
     acked = _AckedByPartition(t)
     first, second, other = _Message(A, 0), _Message(A, 1), _Message(TP("changelog", 0), 0)
     for m in (first, second, other):
@@ -79,3 +70,57 @@ def test_fausts_structures_feed_the_tracker() -> None:
     assert t.commit_offset(A) == 0
     acked[A].append(0)
     assert t.commit_offset(A) == 2 and acked[A] == [1, 0]
+
+
+def test_a_hole_holds_the_commit_and_asks_for_a_seek_back_until_it_is_read_again() -> None:
+    # 3..5 were fetched and dropped in a rebalance while the fetch position moved on
+    t = OffsetTracker()
+    t.rewound(A, 0)
+    for offset in range(3):
+        assert t.taken(A, offset) is None
+        t.finished(A, offset)
+    assert t.taken(A, 6) == 3  # seek back to 3
+    t.taken(A, 7)
+    t.finished(A, 6)
+    t.finished(A, 7)
+    assert t.commit_offset(A) == 3  # not 8: 3..5 were never processed
+    assert t.taken(A, 3) is None  # the re-read after the seek
+    assert t.commit_offset(A) == 3
+    t.finished(A, 3)
+    for offset in (4, 5, 6, 7):
+        t.taken(A, offset)
+        t.finished(A, offset)
+    assert t.commit_offset(A) == 8 and t.holes == 1
+
+
+def test_offsets_that_do_not_exist_release_the_hold_after_one_seek() -> None:
+    # transaction markers or compaction: the re-read after the seek starts past the hole
+    t = OffsetTracker()
+    t.rewound(A, 10)
+    t.taken(A, 10)
+    t.finished(A, 10)
+    assert t.taken(A, 12) == 11
+    t.finished(A, 12)
+    assert t.commit_offset(A) == 11
+    assert t.taken(A, 12) is None  # seek to 11 gave 12 first: 11 does not exist
+    t.finished(A, 12)
+    assert t.commit_offset(A) == 13
+
+
+def test_the_first_message_after_a_rewind_must_be_the_expected_one() -> None:
+    # after a rebalance faust rewinds to the committed offset (here 40); a message beyond it first
+    # means the ones before were dropped
+    t = OffsetTracker()
+    t.rewound(A, 40)
+    assert t.taken(A, 43) == 40
+    t.finished(A, 43)
+    assert t.commit_offset(A) == 40
+
+
+def test_copies_below_the_last_commit_do_not_hold_it() -> None:
+    t = OffsetTracker()
+    t.taken(A, 5)  # a copy of an offset committed earlier, read again; faust never reports its ack
+    t.taken(A, 6)
+    t.finished(A, 6)
+    assert t.commit_offset(A) == 5
+    assert t.commit_offset(A, committed=6) == 7

@@ -185,19 +185,6 @@ def test_two_workers_split_partitions_and_survive_one_dying(kafka: Any, tmp_path
         assert set(delivered_numbers(sink, "/w1")) == set(range(600))
 
 
-def committed_offset(herald: Herald, suffix: str, partition: int) -> int:
-    """The consumer group's committed offset of ``<prefix><suffix>[partition]`` (-1: none)."""
-    from confluent_kafka import Consumer, TopicPartition
-
-    consumer = Consumer({"bootstrap.servers": herald.kafka.bootstrap,
-                         "group.id": f"herald-{herald.prefix.rstrip('.')}", "enable.auto.commit": False})
-    try:
-        [tp] = consumer.committed([TopicPartition(herald.prefix + suffix, partition)], timeout=10)
-        return int(tp.offset) if tp.offset >= 0 else -1
-    finally:
-        consumer.close()
-
-
 def test_a_slow_delivery_is_not_committed_past_and_survives_sigkill(kafka: Any, tmp_path: Path) -> None:
     """Deliveries run concurrently; later ones finish first. The commit must stop at the slow one.
 
@@ -218,13 +205,13 @@ def test_a_slow_delivery_is_not_committed_past_and_survives_sigkill(kafka: Any, 
             assert herald.post({"n": n})[0] == 200
         wait_until(lambda: set(delivered_numbers(sink, "/w1")) == set(range(6)), 30, "n=1..5 delivered")
         time.sleep(3)  # several commit intervals (1 s) pass while n=0 is still in flight
-        assert committed_offset(herald, "action.w1", 0) in (-1, 0)
-        assert committed_offset(herald, "events", 0) == 6  # the router finished all six
+        assert herald.committed("action.w1", 1)[0] in (-1, 0)
+        assert herald.committed("events", 1)[0] == 6  # the router finished all six
         herald.stop("worker", signal.SIGKILL)
         sink.release("/w1")
         herald.start_worker()
         wait_until(lambda: delivered_numbers(sink, "/w1").count(0) >= 2, 60, "n=0 delivered again")
-        wait_until(lambda: committed_offset(herald, "action.w1", 0) == 6, 30, "the commit to reach the end")
+        wait_until(lambda: herald.committed("action.w1", 1)[0] == 6, 30, "the commit to reach the end")
         # n=1..5 were delivered before the crash: the delivered-keys log suppresses them
         assert sorted(delivered_numbers(sink, "/w1")) == [0, 0, 1, 2, 3, 4, 5]
 
@@ -237,13 +224,20 @@ def explain_missing(herald: Herald, sink: Sink, ids: dict[int, str], acked: set[
     for d in herald.read_topic("deliveries", timeout=5):
         attempts.setdefault(d["event_id"], []).append(d["outcome"])
     dead = {d.get("event_id") for d in herald.read_topic("dlq.w1", timeout=5)}
+    queued: dict[str, list[str]] = {}
+    for partition, offset, value in herald.read_positions("action.w1", timeout=5):
+        queued.setdefault(json.loads(value)["event_id"], []).append(f"{partition}:{offset}")
     rows = []
     for n in missing[:20]:
         event_id, _, where = ids[n].partition("@")
         rows.append(f"n={n} events partition:offset={where} routed={event_id in decided} "
+                    f"action.w1 partition:offset={queued.get(event_id, [])} "
                     f"attempts={attempts.get(event_id, [])} dead={event_id in dead}")
+    offsets = "\n".join(line for name in ("worker", "worker1") for line in herald.log_text(name).splitlines()
+                        if "ready:" in line or "never processed" in line)
     return (f"{len(missing)} acknowledged events never reached the sink:\n" + "\n".join(rows)
-            + "\n--- surviving worker log (tail) ---\n" + herald.log_text("worker")[-3000:])
+            + f"\ncommitted events={herald.committed('events', 4)} action.w1={herald.committed('action.w1', 4)}"
+            + "\n--- worker logs: assignments and offsets ---\n" + offsets)
 
 
 def herald_cli(herald: Herald, *args: str) -> Any:
@@ -253,37 +247,70 @@ def herald_cli(herald: Herald, *args: str) -> Any:
     return json.loads(res.stdout)
 
 
-def test_a_sink_down_for_a_while_is_dead_lettered_then_redriven_exactly_once(kafka: Any, tmp_path: Path) -> None:
+def herald_cli_fails(herald: Herald, *args: str) -> str:
+    res = subprocess.run([sys.executable, "-m", "app.cli", *args, "--config", str(herald.cfg_path)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert res.returncode != 0, res.stdout
+    return res.stderr
+
+
+DOWN_FOR_S = 120.0
+POST_EVERY_S = 10.0
+
+
+def test_a_sink_down_for_two_minutes_is_dead_lettered_then_redriven_exactly_once(kafka: Any, tmp_path: Path) -> None:
     sink = Sink()
     sink.script("/down", [], then=503)
     cfg = {
         "routes": [{"name": "both", "actions": ["down", "up"], "template": "raw-json"}],
         "templates": [{"name": "raw-json", "rego-package": "postee.rawmessage.json"}],
-        "actions": [hook("down", sink, **{"retry-deadline": "4s", "retry-max-attempts": 1000}), hook("up", sink)],
+        # the default retry policy: 5 attempts, backoff from 0.5 s
+        "actions": [{"name": n, "type": "webhook", "enable": True, "url": f"{sink.url}/{n}"} for n in ("down", "up")],
     }
     with sink, Herald(kafka, cfg, tmp_path) as herald:
-        for n in range(10):
+        started = time.time()
+        n = 0
+        while time.time() - started < DOWN_FOR_S - POST_EVERY_S:
             assert herald.post({"n": n})[0] == 200
-        # the healthy action is not held back by the failing one
-        sink.wait_for("/up", 10, timeout=30)
-        dead = herald.read_topic("dlq.down", min_count=10, timeout=120)
-        assert len(dead) == 10 and all(d["status"] == 503 for d in dead)
+            n += 1
+            # the healthy action is not held back by the other one's retries
+            sink.wait_for("/up", n, timeout=POST_EVERY_S)
+            time.sleep(max(0.0, started + n * POST_EVERY_S - time.time()))
+        # every message of the action that is down ends as a dead letter while it is still down
+        dead = herald.read_topic("dlq.down", min_count=n, timeout=30)
+        assert time.time() - started < DOWN_FOR_S + 30
+        assert sorted(d["original"]["event"]["n"] for d in dead) == list(range(n))
+        assert {(d["status"], d["attempts"]) for d in dead} == {(503, 5)}
+        assert sink.count("/down") == 5 * n and sink.count("/up") == n
+        time.sleep(max(0.0, started + DOWN_FOR_S - time.time()))
+
         listing = herald_cli(herald, "dlq", "list", "down")
-        assert listing["down"] == {"total": 10, "reasons": {"RetryableActionError HTTP 503": 10}}
-        shown = herald_cli(herald, "dlq", "show", f"down:{0}:{0}") if False else None
-        assert shown is None
+        assert listing == {"down": {"total": n, "reasons": {"RetryableActionError HTTP 503": n}}}
+        records = herald_cli(herald, "dlq", "list", "down", "--verbose")["records"]
+        assert len(records) == n and all(r["status"] == 503 and r["attempts"] == 5 for r in records)
+        shown = herald_cli(herald, "dlq", "show", records[0]["id"])
+        assert shown["id"] == records[0]["id"] and shown["event_id"] == records[0]["event_id"]
+        assert shown["original"]["action"] == "down" and shown["error_type"] == "RetryableActionError"
+        assert "no dead letter down:0:999999" in herald_cli_fails(herald, "dlq", "show", "down:0:999999")
+        assert "ACTION:PARTITION:OFFSET" in herald_cli_fails(herald, "dlq", "show", "down-0")
+        assert "does not compile" in herald_cli_fails(herald, "dlq", "redrive", "down", "--filter", "input.[")
+
         sink.script("/down", [], then=200)  # the destination comes back
         before = sink.count("/down")
         out = herald_cli(herald, "dlq", "redrive", "down", "--filter", "input.original.event.n < 5")
-        assert out == {"redriven": 5, "skipped": 5}
+        assert out == {"redriven": 5, "skipped": n - 5}
         out = herald_cli(herald, "dlq", "redrive", "down")
-        assert out == {"redriven": 10, "skipped": 0}
-        wait_until(lambda: len({json.loads(r.body)["n"] for r in sink.requests["/down"][before:]
-                                if r.headers.get("X-Never") is None}) == 10, 60, "redriven events delivered")
-        herald.read_topic("deliveries", min_count=1)
-        time.sleep(3)  # any duplicate would arrive by now
-        redelivered = [json.loads(r.body)["n"] for r in sink.requests["/down"][before:]]
-        ok_after = [n for n, r in zip(redelivered, sink.requests["/down"][before:])]
-        assert sorted(ok_after) == list(range(10))  # each exactly once, though 5 were redriven twice
-        suppressed = [d for d in herald.read_topic("deliveries") if d["outcome"] == "duplicate-suppressed"]
-        assert len(suppressed) == 5
+        assert out == {"redriven": n, "skipped": 0}
+
+        def redriven() -> list[dict[str, Any]]:
+            return [d for d in herald.read_topic("deliveries", timeout=5) if d["action"] == "down" and d["redrive"]]
+
+        wait_until(lambda: len(redriven()) >= n + 5, 60, "both redrives to be processed")
+        outcomes = sorted(d["outcome"] for d in redriven())
+        assert outcomes == ["delivered"] * n + ["duplicate-suppressed"] * 5
+        # each event exactly once, though five of them were redriven twice
+        assert sorted(json.loads(r.body)["n"] for r in sink.requests["/down"][before:]) == list(range(n))
+
+        assert "--yes" in herald_cli_fails(herald, "dlq", "purge", "down")
+        assert herald_cli(herald, "dlq", "purge", "down", "--yes") == {"down": n}
+        assert herald_cli(herald, "dlq", "list", "down") == {"down": {"total": 0, "reasons": {}}}
