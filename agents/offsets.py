@@ -126,6 +126,11 @@ class OffsetTracker:
         with self._lock:
             return list(self._parts)
 
+    def rereading(self, tp: TP) -> bool:
+        """Whether ``tp`` has a hole that was not read again yet."""
+        p = self._parts.get(tp)
+        return p is not None and p.hold is not None
+
     def forget(self, tps: Iterable[TP]) -> None:
         with self._lock:
             for tp in tps:
@@ -173,6 +178,23 @@ class _AckedByPartition(defaultdict):  # type: ignore[type-arg]
         return acked
 
 
+class _ReadOffsets(defaultdict):  # type: ignore[type-arg]
+    """faust's last-read offset per partition. faust's fetch loop drops a record below it as
+    already read; after a seek back over a hole, records of the batch fetched before the seek
+    raise it again and the re-read would be dropped, so it reads as unknown until the hole is
+    read again."""
+
+    def __init__(self, tracker: OffsetTracker) -> None:
+        super().__init__(lambda: None)
+        self._tracker = tracker
+
+    def __getitem__(self, tp: TP) -> int | None:
+        if self._tracker.rereading(tp):
+            return None
+        value: int | None = super().__getitem__(tp)
+        return value
+
+
 class HeraldConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
     """faust's aiokafka consumer with commit offsets and hole repair from ``OffsetTracker``."""
 
@@ -181,6 +203,7 @@ class HeraldConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
         self.offsets = OffsetTracker()
         self._unacked_messages = _TakenMessages(self.offsets, self.app.topics.acks_enabled_for, self._seek_back)
         self._acked = _AckedByPartition(self.offsets)
+        self._read_offset = _ReadOffsets(self.offsets)
         self._expected: dict[TP, int] = {}
 
     def _seek_back(self, tp: TP, offset: int) -> None:
