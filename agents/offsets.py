@@ -25,6 +25,10 @@ SIGKILLed, with the CPU starved):
 - after faust's rewind to the committed offsets, the next expected offset is the committed one, or
   the partition's first offset where nothing was committed (``HeraldConsumer`` seeks those there).
 
+A producer writing to the events topic in Kafka transactions leaves a commit marker offset after
+each transaction; each one reads as a hole once, costs a seek back and re-reads the records after
+it (their deliveries are suppressed as duplicates by the delivered-keys log).
+
 ``HeraldConsumer`` installs it into faust's aiokafka consumer; ``install`` makes an app use it.
 """
 
@@ -47,7 +51,7 @@ log = logging.getLogger("herald.offsets")
 
 @dataclass
 class _Partition:
-    in_flight: set[int] = field(default_factory=set)
+    in_flight: dict[int, int] = field(default_factory=dict)  # offset -> copies taken and not finished
     finished: int | None = None  # highest finished offset
     next: int | None = None  # the offset expected next (None: unknown)
     run_start: int = 0  # first offset of the current in-sequence run
@@ -67,7 +71,7 @@ class OffsetTracker:
         """A stream took ``offset``; returns the offset to seek ``tp`` back to when it found a hole."""
         with self._lock:
             p = self._parts.setdefault(tp, _Partition())
-            p.in_flight.add(offset)
+            p.in_flight[offset] = p.in_flight.get(offset, 0) + 1
             seek_to = None
             if p.next is None:
                 p.run_start = offset
@@ -94,7 +98,10 @@ class OffsetTracker:
             p = self._parts.get(tp)
             if p is None or offset not in p.in_flight:
                 return  # taken before the partition was revoked: the next owner reads it again
-            p.in_flight.discard(offset)
+            if p.in_flight[offset] > 1:
+                p.in_flight[offset] -= 1  # a copy read again by a seek back is still in flight
+            else:
+                del p.in_flight[offset]
             if p.finished is None or offset > p.finished:
                 p.finished = offset
 
@@ -113,7 +120,7 @@ class OffsetTracker:
             if p is None:
                 return None
             if committed is not None:
-                p.in_flight = {o for o in p.in_flight if o >= committed}
+                p.in_flight = {o: n for o, n in p.in_flight.items() if o >= committed}
             if p.in_flight:
                 offset: int | None = min(p.in_flight)
             else:
@@ -168,6 +175,14 @@ class _AckedOffsets(list):  # type: ignore[type-arg]
         self._tracker.finished(self._tp, offset)
 
 
+class _NeverSeen(set):  # type: ignore[type-arg]
+    """faust's per-partition index of acked offsets, which makes it ignore the ack of a second copy
+    of an offset (read again by a seek back); the tracker must hear every copy's ack."""
+
+    def __contains__(self, offset: object) -> bool:
+        return False
+
+
 class _AckedByPartition(defaultdict):  # type: ignore[type-arg]
     def __init__(self, tracker: OffsetTracker) -> None:
         super().__init__()
@@ -204,10 +219,14 @@ class HeraldConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
         self._unacked_messages = _TakenMessages(self.offsets, self.app.topics.acks_enabled_for, self._seek_back)
         self._acked = _AckedByPartition(self.offsets)
         self._read_offset = _ReadOffsets(self.offsets)
+        self._acked_index = defaultdict(_NeverSeen)
         self._expected: dict[TP, int] = {}
+        self._seeks: set[asyncio.Future[None]] = set()
 
     def _seek_back(self, tp: TP, offset: int) -> None:
-        asyncio.ensure_future(self._seek_back_now(tp, offset))
+        task = asyncio.ensure_future(self._seek_back_now(tp, offset))
+        self._seeks.add(task)  # the loop keeps only a weak reference to a task
+        task.add_done_callback(self._seeks.discard)
 
     async def _seek_back_now(self, tp: TP, offset: int) -> None:
         try:

@@ -112,6 +112,7 @@ class Worker:
         self.app.on_partitions_assigned.connect(self._on_assigned)
         self._started: set[str] = set()
         self._load_locks: dict[tuple[str, int], asyncio.Lock] = {}
+        self._delivering: dict[tuple[str, str], asyncio.Event] = {}
         self.route_templates = {name: r.template for name, r in config.routes.items()}
         self._start_lock = asyncio.Lock()
         self.routed = 0
@@ -246,6 +247,10 @@ class Worker:
                     n = await asyncio.get_running_loop().run_in_executor(None, delivered.load, [partition])
                     log.info("action %s: %d recently delivered keys read back for partition %d", name, n, partition)
         key = message.idempotency_key
+        # a copy read again by a rewind can arrive while the first is still being delivered (the
+        # agent delivers several messages at once): wait for it, then look at the delivered keys
+        while (pending := self._delivering.get((name, key))) is not None:
+            await pending.wait()
         if delivered.seen(partition, key):
             delivered.suppressed += 1
             log.debug("action %s: %s was already delivered; redelivery suppressed", name, key)
@@ -264,9 +269,15 @@ class Worker:
             }
             await self.send(self.deliveries, m.event_id, orjson.dumps(record))
 
-        outcome = await deliver(action, message, RetryPolicy.of(action.config), on_attempt=on_attempt)
+        done = self._delivering[(name, key)] = asyncio.Event()
+        try:
+            outcome = await deliver(action, message, RetryPolicy.of(action.config), on_attempt=on_attempt)
+            if outcome.delivered:
+                delivered.mark(partition, key)
+        finally:
+            del self._delivering[(name, key)]
+            done.set()
         if outcome.delivered:
-            delivered.mark(partition, key)
             await self.send(self.delivered_topics[name], key, b"%.3f" % time.time(), partition=partition)
         else:
             record = DeadLetter(

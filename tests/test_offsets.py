@@ -124,3 +124,17 @@ def test_copies_below_the_last_commit_do_not_hold_it() -> None:
     t.finished(A, 6)
     assert t.commit_offset(A) == 5
     assert t.commit_offset(A, committed=6) == 7
+
+
+def test_every_copy_of_an_offset_must_finish() -> None:
+    # a seek back can put a second copy of an offset in flight before the first one finished
+    t = OffsetTracker()
+    t.rewound(A, 0)
+    t.taken(A, 0)
+    t.taken(A, 1)
+    t.taken(A, 0)  # the re-read copy
+    t.finished(A, 0)
+    t.finished(A, 1)
+    assert t.commit_offset(A) == 0
+    t.finished(A, 0)
+    assert t.commit_offset(A) == 2
