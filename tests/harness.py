@@ -75,6 +75,7 @@ class Sink:
     _scripts: dict[str, list[Any]] = field(default_factory=dict)
     _default: dict[str, Any] = field(default_factory=dict)
     _held: dict[str, asyncio.Event] = field(default_factory=dict)
+    _hold_next: set[str] = field(default_factory=set)
 
     @property
     def url(self) -> str:
@@ -89,6 +90,7 @@ class Sink:
     def hold_next(self, path: str) -> None:
         """Keep the next request on ``path`` unanswered until ``release(path)`` (others are answered)."""
         self._held[path] = asyncio.Event()
+        self._hold_next.add(path)
 
     def release(self, path: str) -> None:
         self._loop.call_soon_threadsafe(self._held.pop(path).set)
@@ -97,10 +99,9 @@ class Sink:
         body = await request.read()
         path = request.path
         self.requests[path].append(Recorded(request.method, path, dict(request.headers), body, time.time()))
-        held = self._held.get(path)
-        if held is not None and not getattr(held, "taken", False):
-            held.taken = True  # type: ignore[attr-defined]
-            await held.wait()
+        if path in self._hold_next:
+            self._hold_next.discard(path)
+            await self._held[path].wait()
         queue = self._scripts.get(path)
         answer = queue.pop(0) if queue else self._default.get(path, 200)
         status, headers = answer if isinstance(answer, tuple) else (answer, {})
