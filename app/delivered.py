@@ -12,9 +12,9 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-import uuid
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from app.errors import KafkaUnavailableError
+from app.kafkawindow import WindowReader
 
 log = logging.getLogger("herald.delivered")
 
@@ -54,35 +54,24 @@ class DeliveredKeys:
             del keys[key]
 
     def load(self, partitions: list[int], timeout: float = 30.0) -> int:
-        """Read the recent keys of ``partitions`` (blocking; run it in an executor)."""
+        """Read the recent keys of ``partitions`` (blocking; run it in an executor).
+
+        If Kafka cannot be read the partitions count as loaded anyway: a redelivery may then not be
+        suppressed (a duplicate), which is better than not delivering."""
         if not partitions:
             return 0
-        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"herald-delivered-{uuid.uuid4().hex}",
-                             "enable.auto.commit": False, "enable.partition.eof": False})
         loaded = 0
+        since_ms = int((time.time() - self.retention_s) * 1000)
         try:
-            since_ms = int((time.time() - self.retention_s) * 1000)
-            starts = consumer.offsets_for_times([TopicPartition(self.topic, p, since_ms) for p in partitions], timeout)
-            for tp in starts:
-                _, high = consumer.get_watermark_offsets(TopicPartition(self.topic, tp.partition), timeout=timeout)
-                start = tp.offset if tp.offset >= 0 else high
-                keys = self._keys.setdefault(tp.partition, {})
-                if start >= high:
-                    continue
-                consumer.assign([TopicPartition(self.topic, tp.partition, start)])
-                position = start
-                deadline = time.time() + timeout
-                while position < high and time.time() < deadline:
-                    for m in consumer.consume(1000, timeout=1.0):
-                        if m.error() is not None:
-                            continue
-                        position = m.offset() + 1
-                        if m.key():
-                            keys[m.key().decode()] = (m.timestamp()[1] or 0) / 1000
-                            loaded += 1
-        except KafkaException as exc:
+            for rec in WindowReader(self.bootstrap, self.topic, since_ms, None, timeout, partitions):
+                if rec.key:
+                    self._keys.setdefault(rec.partition, {})[rec.key.decode()] = rec.timestamp_ms / 1000
+                    loaded += 1
+        except KafkaUnavailableError as exc:
             log.warning("could not load delivered keys of %s: %s", self.topic, exc)
-        finally:
-            consumer.close()
+        for partition in partitions:
+            keys = self._keys.setdefault(partition, {})
+            for old in list(itertools.islice(keys, max(0, len(keys) - self.max_keys))):
+                del keys[old]
         self.loaded.update(partitions)
         return loaded

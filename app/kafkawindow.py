@@ -69,9 +69,10 @@ class WindowReader:
     """Spans of one topic for ``[since_ms, until_ms]`` (``until_ms`` None: up to now)."""
 
     def __init__(self, bootstrap: str, topic: str, since_ms: int | None, until_ms: int | None,
-                 timeout: float = 15.0) -> None:
+                 timeout: float = 15.0, partitions: list[int] | None = None) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
+        self.partitions = partitions  # None: all of them
         self.since_ms = since_ms
         self.until_ms = until_ms
         self.timeout = timeout
@@ -88,7 +89,9 @@ class WindowReader:
         meta = md.topics.get(self.topic)
         if meta is None or meta.error is not None or not meta.partitions:
             return []  # a topic that does not exist has an empty window
-        parts = sorted(meta.partitions)
+        parts = sorted(p for p in meta.partitions if self.partitions is None or p in self.partitions)
+        if not parts:
+            return []
         try:
             marks = {p: self.consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=self.timeout)
                      for p in parts}
