@@ -275,36 +275,15 @@ class Herald:
     def read_positions(self, suffix: str, min_count: int = 0,
                        timeout: float = 30.0) -> list[tuple[int, int, bytes]]:
         """(partition, offset, value) of every record on ``<prefix><suffix>``."""
-        from confluent_kafka import Consumer, TopicPartition
+        from app.kafkawindow import WindowReader
 
-        topic = self.prefix + suffix
-        consumer = Consumer({"bootstrap.servers": self.kafka.bootstrap, "group.id": f"reader-{uuid.uuid4().hex}",
-                             "enable.auto.commit": False})
-        try:
-            md = consumer.list_topics(topic, timeout=10)
-            parts = list(md.topics[topic].partitions) if topic in md.topics else []
-            deadline = time.time() + timeout
-            while True:
-                records: list[tuple[int, int, bytes]] = []
-                for p in parts:
-                    low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-                    if high <= low:
-                        continue
-                    consumer.assign([TopicPartition(topic, p, low)])
-                    got = 0
-                    while got < high - low:
-                        msgs = consumer.consume(500, timeout=5)
-                        if not msgs:
-                            break
-                        for m in msgs:
-                            if m.error() is None:
-                                records.append((m.partition(), m.offset(), m.value()))
-                                got += 1
-                if len(records) >= min_count or time.time() > deadline:
-                    return records
-                time.sleep(0.5)
-        finally:
-            consumer.close()
+        deadline = time.time() + timeout
+        while True:
+            records = [(r.partition, r.offset, r.value)
+                       for r in WindowReader(self.kafka.bootstrap, self.prefix + suffix, None, None)]
+            if len(records) >= min_count or time.time() > deadline:
+                return records
+            time.sleep(0.5)
 
     def committed(self, suffix: str, partitions: int) -> list[int]:
         """The consumer group's committed offset of each partition of ``<prefix><suffix>`` (-1: none)."""
