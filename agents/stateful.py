@@ -62,7 +62,7 @@ class RouteState:
             msg = event.message
             try:
                 await self.handle(orjson.loads(event.value), msg.topic, msg.partition, msg.offset)
-            except Exception as exc:
+            except Exception as exc:  # nothing escapes the agent loop
                 log.exception("route-state failed on offset %s", msg.offset)
                 await self.w.router_dead_letter(f"{type(exc).__name__}: {exc}", "InternalError", "",
                                                 event.value, msg.topic, msg.partition, msg.offset)

@@ -154,7 +154,7 @@ class Worker:
                 await self.route_one(event.value, event.headers, msg.topic, msg.partition, msg.offset, msg.timestamp)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # nothing escapes the agent loop
                 log.exception("router failed on %s[%s]@%s", msg.topic, msg.partition, msg.offset)
                 await self.router_dead_letter(
                     f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}", "InternalError",
@@ -217,7 +217,7 @@ class Worker:
                     await self.deliver_one(name, event.value, msg.topic, msg.partition, msg.offset)
                 except asyncio.CancelledError:
                     raise
-                except Exception as exc:
+                except Exception as exc:  # nothing escapes the agent loop
                     log.exception("action agent %s failed on offset %s", name, msg.offset)
                     await self._dead_letter_now(self.dlq_topics[name], name, f"{type(exc).__name__}: {exc}",
                                                 "InternalError", event.value, msg.topic, msg.partition, msg.offset)

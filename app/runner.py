@@ -83,7 +83,7 @@ async def deliver(
             outcome = Outcome(False, attempt, first, clock(), redact(str(exc)), type(exc).__name__, exc.status)
             retry_after = exc.retry_after if isinstance(exc, RetryableActionError) else None
             retryable = exc.retryable
-        except Exception as exc:
+        except Exception as exc:  # an action bug becomes a dead letter, not a crash
             outcome = Outcome(False, attempt, first, clock(), redact(f"{type(exc).__name__}: {exc}"), "PermanentActionError")
             retry_after, retryable = None, False
             log.exception("action %s raised an unexpected error", action.name)
