@@ -211,7 +211,7 @@ def _find_result(doc: Any) -> Any:
 def fetch_template(url: str, timeout: float = 10.0) -> str:
     """``url`` templates are fetched once at start (with a timeout, unlike Postee)."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # the URL is the user's own config
             if resp.status > 399:
                 raise TemplateError(f"fetching {url} gave HTTP {resp.status}", url)
             return resp.read().decode()
