@@ -56,7 +56,6 @@ class _Partition:
     next: int | None = None  # the offset expected next (None: unknown)
     run_start: int = 0  # first offset of the current in-sequence run
     hold: int | None = None  # never commit past this offset (start of a hole)
-    holes: int = 0
 
 
 class OffsetTracker:
@@ -83,7 +82,6 @@ class OffsetTracker:
                 if p.hold is None or p.next < p.hold:
                     p.hold = p.next
                 p.run_start = offset
-                p.holes += 1
                 self.holes += 1
                 seek_to = p.hold
                 log.warning("%s[%d]: offsets %d..%d were fetched but never processed; reading them again",

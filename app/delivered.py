@@ -41,11 +41,15 @@ class DeliveredKeys:
     def mark(self, partition: int, key: str, now: float | None = None) -> None:
         keys = self._keys.setdefault(partition, {})
         keys[key] = now or time.time()
-        if len(keys) > self.max_keys:  # bounded memory: forget the oldest (insertion order)
-            for old in list(itertools.islice(keys, len(keys) - self.max_keys)):
-                del keys[old]
+        if len(keys) > self.max_keys:
+            self._trim(keys)
         elif len(keys) % 10000 == 0:
             self.prune(partition)
+
+    def _trim(self, keys: dict[str, float]) -> None:
+        """Bounded memory: forget the oldest keys (insertion order) beyond ``max_keys``."""
+        for old in list(itertools.islice(keys, max(0, len(keys) - self.max_keys))):
+            del keys[old]
 
     def prune(self, partition: int) -> None:
         cutoff = time.time() - self.retention_s
@@ -70,8 +74,6 @@ class DeliveredKeys:
         except KafkaUnavailableError as exc:
             log.warning("could not load delivered keys of %s: %s", self.topic, exc)
         for partition in partitions:
-            keys = self._keys.setdefault(partition, {})
-            for old in list(itertools.islice(keys, max(0, len(keys) - self.max_keys))):
-                del keys[old]
+            self._trim(self._keys.setdefault(partition, {}))
         self.loaded.update(partitions)
         return loaded
