@@ -21,6 +21,18 @@ def hook(name: str, sink: Sink, **extra: Any) -> dict[str, Any]:
     return {"name": name, "type": "webhook", "enable": True, "url": f"{sink.url}/{name}", **FAST, **extra}
 
 
+def one_hook_cfg(sink: Sink, name: str = "w1", partitions: int | None = None, **extra: Any) -> dict[str, Any]:
+    """One route sending every event, as raw JSON, to one webhook action on ``sink``."""
+    cfg: dict[str, Any] = {
+        "routes": [{"name": "all", "actions": [name], "template": "raw-json"}],
+        "templates": [{"name": "raw-json", "rego-package": "postee.rawmessage.json"}],
+        "actions": [hook(name, sink, **extra)],
+    }
+    if partitions is not None:
+        cfg["herald"] = {"partitions": partitions}
+    return cfg
+
+
 def test_dedup_is_per_route_with_exact_ttl_and_survives_a_restart(kafka: Any, tmp_path: Path) -> None:
     props = ["digest", "image", "registry"]
     cfg = {
@@ -139,11 +151,7 @@ def post_many(herald: Herald, numbers: range, threads: int = 8, ids: dict[int, s
 
 def test_sigkill_twice_while_posting_5000_loses_nothing(kafka: Any, tmp_path: Path) -> None:
     sink = Sink()
-    cfg = {
-        "routes": [{"name": "all", "actions": ["c1"], "template": "raw-json"}],
-        "templates": [{"name": "raw-json", "rego-package": "postee.rawmessage.json"}],
-        "actions": [hook("c1", sink, **{"retry-max-attempts": 50, "retry-deadline": "5m"})],
-    }
+    cfg = one_hook_cfg(sink, "c1", **{"retry-max-attempts": 50, "retry-deadline": "5m"})
     with sink, Herald(kafka, cfg, tmp_path) as herald:
         acked: list[int] = []
         for part in range(3):
@@ -162,12 +170,7 @@ def test_sigkill_twice_while_posting_5000_loses_nothing(kafka: Any, tmp_path: Pa
 
 def test_two_workers_split_partitions_and_survive_one_dying(kafka: Any, tmp_path: Path) -> None:
     sink = Sink()
-    cfg = {
-        "herald": {"partitions": 4},
-        "routes": [{"name": "all", "actions": ["w1"], "template": "raw-json"}],
-        "templates": [{"name": "raw-json", "rego-package": "postee.rawmessage.json"}],
-        "actions": [hook("w1", sink)],
-    }
+    cfg = one_hook_cfg(sink, partitions=4)
     with sink, Herald(kafka, cfg, tmp_path, workers=2) as herald:
         def assigned(name: str) -> int:
             lines = [ln for ln in herald.log_text(name).splitlines() if "herald worker ready" in ln]
@@ -191,12 +194,7 @@ def test_a_slow_delivery_is_not_committed_past_and_survives_sigkill(kafka: Any, 
     faust's own rule committed past an unfinished message at the head of a partition, so a worker
     killed during a slow delivery lost that event (seen as routed events never attempted)."""
     sink = Sink()
-    cfg = {
-        "herald": {"partitions": 1},
-        "routes": [{"name": "all", "actions": ["w1"], "template": "raw-json"}],
-        "templates": [{"name": "raw-json", "rego-package": "postee.rawmessage.json"}],
-        "actions": [hook("w1", sink, concurrency=4)],
-    }
+    cfg = one_hook_cfg(sink, partitions=1, concurrency=4)
     with sink, Herald(kafka, cfg, tmp_path) as herald:
         sink.hold_next("/w1")
         assert herald.post({"n": 0})[0] == 200
@@ -223,12 +221,7 @@ def test_a_transactional_producer_is_routed_once_and_its_markers_do_not_stall_th
     from confluent_kafka import Producer
 
     sink = Sink()
-    cfg = {
-        "herald": {"partitions": 1},
-        "routes": [{"name": "all", "actions": ["w1"], "template": "raw-json"}],
-        "templates": [{"name": "raw-json", "rego-package": "postee.rawmessage.json"}],
-        "actions": [hook("w1", sink)],
-    }
+    cfg = one_hook_cfg(sink, partitions=1)
     with sink, Herald(kafka, cfg, tmp_path) as herald:
         producer = Producer({"bootstrap.servers": kafka.bootstrap, "transactional.id": f"tx-{herald.prefix}"})
         producer.init_transactions(30)
