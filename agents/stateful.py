@@ -1,123 +1,218 @@
-"""The route-state stage: dedup and aggregation in changelog-backed faust tables.
+"""The route-state stage: dedup and aggregation, with their state in a compacted Kafka topic.
 
-Events of routes with ``unique-message-props`` or aggregation go through
-``<prefix>route.state``, keyed by route (and dedup key), so all events that share state land on one
-partition and its table shard moves with it on a rebalance. A timer sends ``tick`` messages
-every second, so timed batches flush after a restart even when no new event comes (tables can
-only be changed while processing a message, hence ticks rather than flushing from the timer).
+Events of routes with ``unique-message-props`` or aggregation go through ``<prefix>route.state``,
+keyed by route (and dedup key), so all events that share state land on one partition. The state
+of partition *p* lives in memory and in partition *p* of ``<prefix>route.state.changelog``
+(compacted: the newest value of each key, a tombstone for a flushed batch); a worker that is
+assigned *p* reads it back before the partition's first message. A timer sends ``tick`` messages
+every second, so timed batches flush after a restart even when no new event comes.
+
+Crash safety: a message's changelog records are written only after the records it emitted are
+acknowledged, in the order of the messages, and the message is finished (its offset committable)
+only after that. So the changelog never claims an emission that might be lost. A message read
+again after a crash may find its own state change already in the changelog: dedup entries carry
+the offset of the message that set them (that message is not its own duplicate), and a batch
+keeps its event ids (an event is never added twice).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
-import faust
 import orjson
 
 from app.content import Content
-from app.errors import HeraldError
+from app.errors import HeraldError, KafkaUnavailableError
+from app.kafkawindow import WindowReader
 from app.messages import ActionMessage
 from app.state import Batch
 
 if TYPE_CHECKING:
+    from agents.kafkaio import Ticket
     from agents.worker import Worker
 
 log = logging.getLogger("herald.state")
 
 TICK_INTERVAL = 1.0
+_SEP = "\x1f"
+
+Write = tuple[str, Any]  # changelog key, value (None: delete)
 
 
 class RouteState:
-    def __init__(self, worker: Worker) -> None:
+    def __init__(self, worker: Worker, topic: str, changelog: str) -> None:
         self.w = worker
-        app = worker.app
-        parts = worker.config.herald.partitions
-        self.dedup = app.Table("herald-dedup", default=None, partitions=parts)
-        self.batches = app.Table("herald-batches", default=None, partitions=parts)
-        self.topic = app.topic(worker.topics.route_state, value_serializer="raw", key_serializer="raw", internal=False)
-        self.routes = worker.router.stateful_routes
-        self.timed = [n for n, r in self.routes.items() if worker.router.aggregates(r) and r.aggregate_timeout]
-        app.agent(self.topic, name="herald.route-state")(self._agent)
-        if self.timed:
-            app.timer(TICK_INTERVAL, name="herald.route-state-ticks")(self._tick)
+        self.topic = topic
+        self.changelog = changelog
+        router = worker.router
+        self.routes = router.stateful_routes
+        self.timed = [n for n, r in self.routes.items() if router.aggregates(r) and r.aggregate_timeout]
+        self.tables: dict[int, dict[str, Any]] = {}
+        self._load_lock = asyncio.Lock()
+        self._pending: dict[int, deque[tuple[Ticket, list[Write]]]] = {}
+        self._pending_wake = asyncio.Event()
         self.duplicates = 0
 
     @staticmethod
     def partition_key(item: dict[str, Any], aggregates: bool) -> str:
-        return item["route"] if aggregates else f"{item['route']}\x1f{item['dedup_key']}"
+        return item["route"] if aggregates else f"{item['route']}{_SEP}{item['dedup_key']}"
 
-    async def submit(self, item: dict[str, Any]) -> None:
-        route = self.routes[item["route"]]
-        key = self.partition_key(item, self.w.router.aggregates(route))
-        await self.w.send(self.topic, key, orjson.dumps(item))
+    def submit(self, item: dict[str, Any], ticket: Ticket) -> None:
+        key = self.partition_key(item, self.w.router.aggregates(self.routes[item["route"]]))
+        self.w.send(self.topic, key, orjson.dumps(item), ticket)
 
-    async def _tick(self) -> None:
-        for route in self.timed:
-            await self.w.send(self.topic, route, orjson.dumps({"kind": "tick", "route": route}))
+    def background_tasks(self) -> list[asyncio.Task[None]]:
+        tasks = [asyncio.create_task(self._write_changelog(), name="route-state-changelog")]
+        if self.timed:
+            tasks.append(asyncio.create_task(self._ticks(), name="route-state-ticks"))
+        return tasks
 
-    async def _agent(self, stream: faust.StreamT) -> None:
-        async for event in stream.events():
-            msg = event.message
-            try:
-                await self.handle(orjson.loads(event.value), msg.topic, msg.partition, msg.offset)
-            except Exception as exc:  # nothing escapes the agent loop
-                log.exception("route-state failed on offset %s", msg.offset)
-                await self.w.router_dead_letter(f"{type(exc).__name__}: {exc}", "InternalError", "",
-                                                event.value, msg.topic, msg.partition, msg.offset)
+    async def _ticks(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_INTERVAL)
+            for route in self.timed:
+                self.w.send(self.topic, route, orjson.dumps({"kind": "tick", "route": route}), None)
 
-    async def handle(self, item: dict[str, Any], topic: str, partition: int, offset: int) -> None:
+    # -- partitions ---------------------------------------------------------------------------
+    def assigned(self, partitions: list[int]) -> None:
+        for p in partitions:  # read back before the first message (in handle)
+            self.tables.pop(p, None)
+
+    def revoked(self, partitions: list[int]) -> None:
+        for p in partitions:
+            self.tables.pop(p, None)
+            self._pending.pop(p, None)  # stale tickets: the next owner processes them again
+
+    def _load(self, partition: int) -> dict[str, Any]:
+        """The partition's state from the changelog (blocking; run in an executor)."""
+        table: dict[str, Any] = {}
+        for rec in WindowReader(self.w.config.herald.kafka_bootstrap_servers, self.changelog, None, None,
+                                30.0, [partition]):
+            if rec.key is None:
+                continue
+            key = rec.key.decode()
+            if rec.value:
+                table[key] = orjson.loads(rec.value)
+            else:
+                table.pop(key, None)
+        return table
+
+    async def _table(self, partition: int) -> dict[str, Any]:
+        """The partition's table, read back first if needed. A failed read is retried (the message
+        waits: without its state the stage would forget dedup keys or batches)."""
+        table = self.tables.get(partition)
+        if table is not None:
+            return table
+        delay = 0.2
+        async with self._load_lock:
+            while partition not in self.tables:
+                try:
+                    loaded = await asyncio.get_running_loop().run_in_executor(None, self._load, partition)
+                except KafkaUnavailableError as exc:
+                    log.warning("route-state: cannot read %s[%d] yet (retrying in %.1fs): %s",
+                                self.changelog, partition, delay, exc)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+                    continue
+                now = time.time()
+                expired = [k for k, v in loaded.items() if k.startswith("d" + _SEP) and 0 < v["exp"] <= now]
+                for key in expired:  # expired dedup keys: delete them from the changelog too
+                    del loaded[key]
+                    self.w.send(self.changelog, key, None, None, partition=partition)
+                self.tables[partition] = loaded
+                log.info("route-state: %d entries of partition %d read back", len(loaded), partition)
+        return self.tables[partition]
+
+    # -- messages -----------------------------------------------------------------------------
+    async def handle(self, ticket: Ticket) -> None:
+        """Process one route.state message; finishes ``ticket`` itself (after its changelog)."""
+        table = await self._table(ticket.partition)
+        item = orjson.loads(ticket.value)
+        writes: list[Write] = []
+        self._apply(item, table, ticket, writes)
+        if writes:
+            self._pending.setdefault(ticket.partition, deque()).append((ticket, writes))
+            self._pending_wake.set()
+        else:
+            self.w.io.done(ticket)
+
+    def _apply(self, item: dict[str, Any], table: dict[str, Any], ticket: Ticket, writes: list[Write]) -> None:
         name = item["route"]
         route = self.routes.get(name)
         if route is None:  # the config changed since this was written
             log.warning("route-state: route %s no longer has dedup or aggregation; dropped %s", name, item.get("kind"))
             return
         now = time.time()
+        bkey = f"b{_SEP}{name}"
         if item["kind"] == "tick":
-            batch = Batch.from_dict(self.batches.get(name))
+            batch = Batch.from_dict(table.get(bkey))
             if batch.due(route.aggregate_timeout, now):
-                await self.flush(name, batch, topic, partition, offset)
+                self._flush(name, batch, table, ticket, writes)
             return
         if item["dedup_key"]:
-            key = f"{name}\x1f{item['dedup_key']}"
-            expiry = self.dedup.get(key)
-            if expiry is not None and (expiry == 0 or expiry > now):
+            key = f"d{_SEP}{name}{_SEP}{item['dedup_key']}"
+            entry = table.get(key)
+            if (entry is not None and entry["src"] != ticket.offset
+                    and (entry["exp"] == 0 or entry["exp"] > now)):
                 self.duplicates += 1
-                await self._record(item["event_id"], name, "duplicate", item["dedup_key"])
+                self._record(item["event_id"], name, "duplicate", item["dedup_key"], ticket)
                 return
             ttl = route.unique_timeout
-            self.dedup[key] = now + ttl if ttl else 0
+            entry = {"exp": now + ttl if ttl else 0, "src": ticket.offset}
+            table[key] = entry
+            writes.append((key, entry))
         content = Content.from_dict(item["content"])
         if not self.w.router.aggregates(route):
-            await self.w.emit(ActionMessage(item["event_id"], name, "", content, item.get("event"), item["received_at"]))
+            self.w.emit(ActionMessage(item["event_id"], name, "", content, item.get("event"), item["received_at"]),
+                        ticket)
             return
-        batch = Batch.from_dict(self.batches.get(name))
-        batch.add(item["event_id"], content, now, item.get("received_at") or 0.0)
-        await self._record(item["event_id"], name, "aggregated", batch.aggregate_id())
+        batch = Batch.from_dict(table.get(bkey))
+        if item["event_id"] not in batch.event_ids:  # not when read again after a crash
+            batch.add(item["event_id"], content, now, item.get("received_at") or 0.0)
+            self._record(item["event_id"], name, "aggregated", batch.aggregate_id(), ticket)
         number = route.plugins.aggregate_message_number
         if number and len(batch.items) >= number:
-            await self.flush(name, batch, topic, partition, offset)
+            self._flush(name, batch, table, ticket, writes)
         else:
-            self.batches[name] = batch.to_dict()
+            table[bkey] = batch.to_dict()
+            writes.append((bkey, table[bkey]))
 
-    async def flush(self, name: str, batch: Batch, topic: str, partition: int, offset: int) -> None:
-        route = self.routes[name]
-        self.batches[name] = None
-        template = self.w.router.templates[route.template]
+    def _flush(self, name: str, batch: Batch, table: dict[str, Any], ticket: Ticket, writes: list[Write]) -> None:
+        bkey = f"b{_SEP}{name}"
+        table.pop(bkey, None)
+        writes.append((bkey, None))
+        template = self.w.router.templates[self.routes[name].template]
         try:
             content = template.aggregate(batch.contents())
         except HeraldError as exc:  # Postee sent empty content; Herald dead-letters the batch
-            await self.w.router_dead_letter(
-                f"route {name}: aggregate of {len(batch.items)} events failed: {exc}", type(exc).__name__,
-                batch.aggregate_id(), orjson.dumps(batch.to_dict()), topic, partition, offset,
-            )
+            self.w.dead_letter("router", ticket, f"route {name}: aggregate of {len(batch.items)} events failed: {exc}",
+                               type(exc).__name__, event_id=batch.aggregate_id(),
+                               original=orjson.dumps(batch.to_dict()).decode())
             return
         content.owners = batch.owners()
         message = ActionMessage(batch.aggregate_id(), name, "", content, None, time.time(), aggregated=len(batch.items))
-        await self.w.emit(message)
+        self.w.emit(message, ticket)
 
-    async def _record(self, event_id: str, route: str, outcome: str, detail: str) -> None:
-        record = {"event_id": event_id, "kind": "route-state", "route": route, "outcome": outcome,
-                  "detail": detail, "time": time.time()}
-        await self.w.send(self.w.decisions, event_id, orjson.dumps(record))
+    def _record(self, event_id: str, route: str, outcome: str, detail: str, ticket: Ticket) -> None:
+        self.w.record_decision({"event_id": event_id, "kind": "route-state", "route": route, "outcome": outcome,
+                                "detail": detail, "time": time.time()}, ticket)
+
+    async def _write_changelog(self) -> None:
+        """Write each message's state changes once its emitted records are acknowledged, in order."""
+        while True:
+            if not any(self._pending.values()):
+                self._pending_wake.clear()
+                await self._pending_wake.wait()
+                continue
+            for partition, queue in list(self._pending.items()):
+                while queue and queue[0][0].all_acked():
+                    ticket, writes = queue.popleft()
+                    for key, value in writes:
+                        self.w.send(self.changelog, key, None if value is None else orjson.dumps(value), ticket,
+                                    partition=partition)
+                    self.w.io.done(ticket)
+            await asyncio.sleep(0.002)

@@ -90,8 +90,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     config = _load(args)
     setup_logging(config.herald.debug)
-    run_worker(config, "debug" if config.herald.debug else "info")
-    return 0
+    return run_worker(config)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@
     <prefix>deliveries              one record per delivery attempt outcome
     <prefix>delivered.<name>        idempotency keys delivered by an action (1 h retention)
     <prefix>route.state             events of routes with dedup or aggregation, keyed by route
+    <prefix>route.state.changelog   dedup and aggregation state (compacted; same partitions as route.state)
 """
 
 from __future__ import annotations
@@ -53,11 +54,16 @@ class Topics:
     def route_state(self) -> str:
         return f"{self.prefix}route.state"
 
+    @property
+    def route_state_changelog(self) -> str:
+        return f"{self.prefix}route.state.changelog"
+
     def delivered(self, name: str) -> str:
         return f"{self.prefix}delivered.{safe(name)}"
 
     def all_for(self, action_names: list[str]) -> list[str]:
-        names = [self.events, self.router_dlq, self.decisions, self.deliveries, self.route_state]
+        names = [self.events, self.router_dlq, self.decisions, self.deliveries, self.route_state,
+                 self.route_state_changelog]
         for a in action_names:
             names += [self.action(a), self.dlq(a), self.delivered(a)]
         return names
