@@ -1,1 +1,1 @@
-"""Thin faust agents: they move messages between topics and call plain functions."""
+"""The worker's stages: consumer-group loops on confluent-kafka that move messages and call plain functions."""

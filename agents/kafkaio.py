@@ -133,6 +133,7 @@ class KafkaIO:
             "enable.idempotence": True,
             "linger.ms": 2,
             "compression.type": "lz4",
+            "partitioner": "murmur2_random",  # the partitions Java clients, the bridge and replay pick
             **(producer_overrides or {}),
         })
         consumer_conf: dict[str, Any] = {

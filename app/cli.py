@@ -39,10 +39,8 @@ def setup_logging(debug: bool = False) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if debug else logging.INFO)
-    for noisy in ("aiokafka", "faust", "mode", "kafka"):
-        logging.getLogger(noisy).setLevel(logging.INFO if debug else logging.WARNING)
-    # rebalances and table recovery are rare and worth seeing
-    logging.getLogger("faust.tables.recovery").setLevel(logging.INFO)
+    # librdkafka's own log lines: warnings and up unless debugging
+    logging.getLogger("herald.kafka.client").setLevel(logging.INFO if debug else logging.WARNING)
 
 
 def _load(args: argparse.Namespace) -> Config:

@@ -45,7 +45,7 @@ def dedup_key(event: dict[str, Any], props: list[str]) -> str:
 
 @dataclass
 class Batch:
-    """An aggregation batch of one route (a faust table value, JSON-serialisable)."""
+    """An aggregation batch of one route (a route-state table value, JSON-serialisable)."""
 
     items: list[dict[str, str]] = field(default_factory=list)
     event_ids: list[str] = field(default_factory=list)
