@@ -127,6 +127,20 @@ class KafkaIO:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_outage_log = 0.0
         common = {**conf, "error_cb": self._on_error, "logger": logging.getLogger("herald.kafka.client")}
+        import os
+        if os.environ.get("HERALD_EXP_STATS"):
+            import json as _json
+
+            def _stats(text: str) -> None:
+                d = _json.loads(text)
+                reqs = {}
+                for b in d["brokers"].values():
+                    for k, v in (b.get("req") or {}).items():
+                        if v:
+                            reqs[k] = reqs.get(k, 0) + v
+                log.warning("STATS %s %s", d["type"], sorted(reqs.items()))
+            common["stats_cb"] = _stats
+            common["statistics.interval.ms"] = 10000
         self.producer = Producer({
             **common,
             "acks": "all",
@@ -214,7 +228,10 @@ class KafkaIO:
         try:
             while not self._stop.is_set() and self.fatal is None:
                 busy = bool(self._notices) or any(self.tracker.in_flight(tp) for tp in self.assignment)
-                msgs = self.consumer.consume(self.batch_size, 0.02 if busy else 0.1)
+                # consume(n, timeout) waits for n messages or the timeout, which at low rates adds the
+                # whole timeout to every hop: wait for the first message only, then take what is queued
+                first = self.consumer.poll(0.02 if busy else 0.1)
+                msgs = [] if first is None else [first, *self.consumer.consume(self.batch_size, 0)]
                 self.producer.poll(0)
                 self._serve_notices()
                 if msgs:
