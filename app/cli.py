@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import yaml
 
 from app.config import Config, config_path, load_config
 from app.errors import ConfigError, HeraldError
@@ -132,10 +133,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_kafka_local(args: argparse.Namespace) -> int:
     from app.kafka_local import LocalKafka
 
-    k = LocalKafka(Path(args.state_dir), port=args.port, controller_port=args.port + 1)
+    k = LocalKafka(Path(args.state_dir), port=args.port, controller_port=args.port + 1, secured=args.secured)
     if args.op == "start":
         pid = k.start()
         print(f"Kafka running: pid {pid}, bootstrap {k.bootstrap}, logs {k.state_dir}")
+        if k.secured:
+            settings = {**k.client_settings(), "sasl-password": f"file:{k.password_file}"}
+            print("SASL_SSL with SCRAM-SHA-512; in cfg.yaml:\n" + yaml.safe_dump(
+                {"herald": {"kafka-bootstrap-servers": k.bootstrap, "kafka": settings}}, sort_keys=False).rstrip())
     elif args.op == "stop":
         print("stopped" if k.stop() else "not running")
     else:
@@ -265,6 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("op", choices=["start", "stop", "status"])
     sp.add_argument("--state-dir", default=os.environ.get("HERALD_KAFKA_DIR", ".herald/kafka"))
     sp.add_argument("--port", type=int, default=int(os.environ.get("HERALD_KAFKA_PORT", "9092")))
+    sp.add_argument("--secured", action="store_true",
+                    help="clients connect with SASL_SSL (SCRAM-SHA-512, a generated CA); inter-broker traffic "
+                         "stays PLAINTEXT on port+2")
     sp.set_defaults(fn=cmd_kafka_local)
 
     sp = sub.add_parser("render", help="render a template package for an event, without Kafka")
