@@ -74,6 +74,8 @@ class Posted:
 @pytest.fixture(scope="module")
 def sink() -> Iterator[Sink]:
     with Sink() as s:
+        for path in ("/tracee", "/falco", "/bad400", "/archive"):
+            s.expect(path, method="POST", content_type="application/json", json=True)
         s.script("/bad400", [], then=400)
         yield s
 
