@@ -13,7 +13,8 @@ Each row is timed over ``--iterations`` calls after a warm-up: the median wall t
 by the number of calls); that ``--repeat`` times, keeping the lowest of each (other work on the
 machine only ever adds time). ``route`` is ``Router.route``; ``worker total`` adds what the worker does
 with its result (each action message's ``to_json`` and the decision record's JSON); the other rows
-are the parts of ``route``, called the way the router calls them. ``message bytes`` is the size
+are the parts of ``route``, called the way the router calls them (on the embedded engine the
+event is set once, for the filters and the template). ``message bytes`` is the size
 of one action message.
 """
 
@@ -90,16 +91,24 @@ def parts(router: Router, raw: bytes, meta: EventMeta) -> dict[str, Callable[[],
             m.to_json()
         orjson.dumps(res.decision(router.config_hash, templates))
 
-    return {
-        "parse (orjson.loads)": lambda: router.parse(raw),
-        "filter eval": lambda: router.filters.evaluate(text),
-        "render input": lambda: router.render_input(event),
-        "template render": lambda: template.render(render_input),
+    ops: dict[str, Callable[[], object]] = {"parse (orjson.loads)": lambda: router.parse(raw)}
+    shared = router.shared_engine
+    if shared is not None:  # one input for the filters and the library's templates
+        shared.set_input_json(text)
+        ops["set input (set_input_json)"] = lambda: shared.set_input_json(text)
+        ops["filter eval"] = router.filters.evaluate_loaded
+        ops["template render"] = lambda: template.render_loaded(router.postee)
+    else:
+        ops["filter eval"] = lambda: router.filters.evaluate(text)
+        ops["render input"] = lambda: router.render_input(event)
+        ops["template render"] = lambda: template.render(render_input)
+    ops.update({
         "message to_json": message.to_json,
         "decision JSON": lambda: orjson.dumps(result.decision(router.config_hash, templates)),
         "route": lambda: router.route(raw, meta),
         "worker total": worker_total,
-    }
+    })
+    return ops
 
 
 def run(name: str, iterations: int, repeat: int = 1) -> dict[str, Any]:
