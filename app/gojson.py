@@ -3,6 +3,11 @@
 Postee users' goldens depend on it: map keys sorted, ``<``, ``>``, ``&``, U+2028 and U+2029
 escaped as ``\\u003c`` etc., floats in Go's shortest form (``1e+21``, ``0.000015``), and
 ``MarshalIndent`` with the given indent (``jsonformat`` uses one space).
+
+Two Rego values have no Go type of their own; they print as OPA's ``jsonformat`` (opa/main.go)
+prints them. A Rego set (a Python ``set``/``frozenset`` from the embedded engine) is an array in
+OPA's value order (``rego_order``), and a non-string object key is its Rego text (``true``,
+``false``, ``null``, ``3``).
 """
 
 from __future__ import annotations
@@ -67,6 +72,45 @@ def format_float(x: float) -> str:
     return f"{mant.removesuffix('.0')}e{sign}{digits.zfill(2)}"
 
 
+def rego_order(v: Any) -> tuple[Any, ...]:
+    """Sort key for OPA's order of Rego values (``ast.Compare``): null < booleans < numbers <
+    strings < arrays < objects < sets; false < true, numbers by value (Python compares int and
+    float exactly), strings by code point (= Go's UTF-8 byte order), arrays element-wise with a
+    prefix first, objects by their (key, value) pairs in key order, sets by their sorted elements."""
+    if v is None:
+        return (0,)
+    if v is True or v is False:
+        return (1, v)
+    if isinstance(v, str):
+        return (3, v)
+    if isinstance(v, (int, float)):
+        return (2, v)
+    if isinstance(v, (list, tuple)):
+        return (7, tuple([rego_order(x) for x in v]))
+    if isinstance(v, dict):
+        return (8, tuple(sorted([(rego_order(k), rego_order(x)) for k, x in v.items()])))
+    if isinstance(v, (set, frozenset)):
+        return (9, tuple(sorted([rego_order(x) for x in v])))
+    raise TypeError(f"cannot encode {type(v).__name__} as JSON")
+
+
+def _key_text(k: Any) -> str:
+    """An object key as OPA's jsonformat writes it: a non-string key is its Rego text."""
+    if type(k) is str:
+        return k
+    if k is True:
+        return "true"
+    if k is False:
+        return "false"
+    if k is None:
+        return "null"
+    return str(k)
+
+
+def _first(item: tuple[str, Any]) -> str:
+    return item[0]
+
+
 def _encode(v: Any, indent: str | None, level: int, out: list[str]) -> None:
     if v is None:
         out.append("null")
@@ -84,7 +128,8 @@ def _encode(v: Any, indent: str | None, level: int, out: list[str]) -> None:
         if not v:
             out.append("{}")
             return
-        items = sorted((str(k), val) for k, val in v.items())
+        # keys that print alike collide, as in the Go map OPA builds; here the last one wins
+        items = sorted({_key_text(k): val for k, val in v.items()}.items(), key=_first)
         out.append("{")
         for i, (k, val) in enumerate(items):
             if i:
@@ -98,7 +143,7 @@ def _encode(v: Any, indent: str | None, level: int, out: list[str]) -> None:
             out.append("\n" + indent * level)
         out.append("}")
     elif isinstance(v, (list, tuple, set, frozenset)):
-        seq = sorted(v, key=marshal) if isinstance(v, (set, frozenset)) else v
+        seq = sorted(v, key=rego_order) if isinstance(v, (set, frozenset)) else v
         if not seq:
             out.append("[]")
             return
@@ -142,9 +187,10 @@ def marshal_indent(v: Any, indent: str = " ") -> str:
 # ``jsonformat`` (the raw-json template) runs this on every event, and the encoder above takes
 # ~0.7 ms for a 7 KB event. orjson writes the same bytes once floats are pre-formatted the Go way
 # and the HTML characters are escaped afterwards (outside strings, JSON text never contains
-# < > & or U+2028/9, so a byte replace is exact). Whatever orjson would write differently
-# (non-string keys, sets, ints beyond 64 bits, lone surrogates, the \b and \f escapes) takes the
-# encoder above.
+# < > & or U+2028/9, so a byte replace is exact). Sets become lists in OPA's order and
+# non-string keys their Rego text before orjson sees them. Whatever orjson would still write
+# differently (ints beyond 64 bits, lone surrogates, the \b and \f escapes) takes the encoder
+# above.
 
 
 class _Slow(Exception):
@@ -152,8 +198,9 @@ class _Slow(Exception):
 
 
 def _go_floats(v: Any) -> Any:
-    """``v`` with every float replaced by its Go text (an ``orjson.Fragment``); containers without
-    floats are returned as they are, not copied."""
+    """``v`` with every float replaced by its Go text (an ``orjson.Fragment``), every set by a
+    list in OPA's order and every non-string key by its Rego text; containers without any of
+    those are returned as they are, not copied."""
     t = type(v)
     if t is str or t is int or t is bool or v is None:
         return v
@@ -163,7 +210,7 @@ def _go_floats(v: Any) -> Any:
         new: Any = None
         for k, x in v.items():
             if type(k) is not str:
-                raise _Slow
+                return {_key_text(k): _go_floats(x) for k, x in v.items()}
             y = _go_floats(x)
             if y is not x:
                 if new is None:
@@ -179,6 +226,8 @@ def _go_floats(v: Any) -> Any:
                     new = list(v)
                 new[i] = y
         return v if new is None else new
+    if t is set or t is frozenset:
+        return [_go_floats(x) for x in sorted(v, key=rego_order)]
     raise _Slow
 
 

@@ -9,9 +9,9 @@ process run at the start of the session.
 What a Python value stands for in Go (``to_wire`` below, as in opa/main.go's jsonformat):
 str -> string, int -> an integer of any size (json.Number, written verbatim), float -> float64
 (sent as ``repr``, which round-trips exactly), dict -> map[string]any (int keys as their
-decimal text, bool keys as Rego prints them), list/tuple -> []any, set/frozenset -> a Rego set,
-which OPA's jsonformat prints as an array in OPA's sort order. A missing ``go`` or a failed build
-fails these tests; nothing is skipped.
+decimal text, bool and None keys as Rego prints them), list/tuple -> []any, set/frozenset -> a
+Rego set, which OPA's jsonformat prints as an array in OPA's sort order. A missing ``go`` or a
+failed build fails these tests; nothing is skipped.
 """
 
 from __future__ import annotations
@@ -51,6 +51,8 @@ class NoGoValue(Exception):
 def go_key(k: Any) -> str:
     if isinstance(k, bool):
         return "true" if k else "false"  # opa/main.go: non-string keys print as their Rego text
+    if k is None:
+        return "null"
     if isinstance(k, int):
         return str(k)
     if isinstance(k, str):
@@ -176,6 +178,14 @@ def check(go: GoReference, v: Any, indents: tuple[str | None, ...] = INDENTS) ->
             assert encode(v, indent) == answer["out"], f"indent={indent!r}"
 
 
+def check_fallback(go: GoReference, v: Any) -> None:
+    """The encoder gojson._fast falls back to (gojson._encode) writes what Go writes for ``v``."""
+    for indent in INDENTS:
+        out: list[str] = []
+        gojson._encode(v, indent, 0, out)
+        assert "".join(out) == go.out(v, indent), f"indent={indent!r}"
+
+
 def check_fast_path(go: GoReference, v: Any) -> None:
     """gojson._fast handles ``v`` itself (it raises gojson._Slow to decline) and writes what Go writes."""
     for indent in FAST_INDENTS:
@@ -243,17 +253,66 @@ FIXTURE_DOCS = {path.name: orjson.loads(path.read_bytes()) for path in FIXTURE_P
 # values orjson cannot write (or writes differently): int keys, sets, ints beyond 64 bits, tuples
 UNUSUAL = [{1: "int key", "b": 2}, {"s": {3, 1, 2}}, frozenset({"x"}), {"big": 2**70}, {"t": (1.5, "x")},
            {"s": {"a", "b<", "c&"}}, {"n": frozenset({-1, 1.5, 2**70})}, [{2: [], -3: {}}]]
-# Known differences from Go (test_known_differences_from_go): a Rego set reaches gojson as a
-# Python set on the embedded engine, and OPA's jsonformat prints it in OPA's sort order (null <
-# booleans < numbers by value < strings by bytes; checked with the OPA that scripts/build-opa.sh
-# builds) where gojson sorts by the elements' JSON text. A Rego boolean key reaches gojson as
-# True/False; OPA prints it "true"/"false".
-KNOWN_DIFFERENCES = [
+# Rego sets and non-string keys, as the embedded engine (regorus) hands them to jsonformat:
+# a set is a Python set, which OPA's jsonformat prints in OPA's value order (ast.Compare: null <
+# booleans < numbers by value < strings by code point < arrays element-wise < objects < sets),
+# not in the order of the elements' JSON text; a boolean or null key is True/False/None, which
+# OPA prints as its Rego text "true"/"false"/"null". goref sorts sets the same way; spot-checked
+# against the OPA that scripts/build-opa.sh builds (v1.22.3), including arrays before sets,
+# which goref does not order (test_rego_order).
+REGO_VALUES = [
     pytest.param({10, 9}, id="set-numeric-order"),
     pytest.param({"=", "<"}, id="set-escaped-string-order"),
     pytest.param({None, True, 1, "a"}, id="set-mixed-types"),
     pytest.param({True: "x"}, id="bool-key"),
+    pytest.param({False: 1, True: 2, None: 3, 3: 4, "s": 5, -7: 6, 2**70: 7}, id="rego-keys"),
+    pytest.param({None, False, True, 0, -1, 2.5, "", "a", "B"}, id="set-every-scalar-type"),
+    pytest.param({2**53 + 1, 9007199254740994.0, 9007199254740992, -(2**64), 2**70, 1e300, -1e-300, 0.5, 1e21,
+                  1e-7, 999, -0.5}, id="set-numbers-by-value"),
+    pytest.param({"é", "z", "Z", "日本", "😀", "\uffff", "\u2028", "a<", "a=", "a&", "a\"", "a\n", "", " "},
+                 id="set-strings-by-code-point"),
+    pytest.param({(1, "a"), (1,), (0, 5), (), (1, "a", None), (True,), ("x",), (-1.5, ())}, id="set-of-arrays"),
+    pytest.param({(1, 2), 3, "s", None, ((),)}, id="set-arrays-after-scalars"),
+    pytest.param({frozenset({2, 1}), frozenset({0}), frozenset(), frozenset({1})}, id="set-of-sets"),
+    pytest.param({"s": {3, 10}, "l": [{"b", "a"}, frozenset({20, 3})], True: {None: {False, True}}}, id="nested"),
+    pytest.param({"\x08b", "\x0c", "a"}, id="set-fallback-escapes"),
+    pytest.param({"k": {2**70, 2**64 - 1, 1}, False: "x"}, id="set-fallback-big-int"),
 ]
+# REGO_VALUES the fast path handles itself (no \b, \f or ints beyond 64 bits)
+REGO_FAST = [p for p in REGO_VALUES if p.id not in ("set-fallback-escapes", "set-fallback-big-int",
+                                                     "set-numbers-by-value")]
+
+
+def random_scalar(rng: random.Random) -> Any:
+    kind = rng.randrange(5)
+    if kind == 0:
+        return None
+    if kind == 1:
+        return rng.choice([True, False])
+    if kind == 2:
+        return rng.choice(INTS + [rng.randint(-100, 100)])
+    if kind == 3:
+        return rng.choice(FLOATS + [rng.uniform(-100, 100), rng.random() * 10 ** rng.randint(-30, 30)])
+    return rng.choice(STRINGS) + "".join(chr(rng.randint(0, 0x2FFF)) for _ in range(rng.randint(0, 3)))
+
+
+def random_set_element(rng: random.Random, depth: int = 0) -> Any:
+    if depth < 2 and rng.random() < 0.2:
+        return tuple(random_set_element(rng, depth + 1) for _ in range(rng.randint(0, 3)))
+    return random_scalar(rng)
+
+
+def random_rego_value(rng: random.Random) -> Any:
+    """A random set, or an object with Rego's non-string keys holding sets."""
+    def a_set() -> Any:
+        return {random_set_element(rng) for _ in range(rng.randint(0, 8))}
+    if rng.random() < 0.5:
+        return a_set()
+    keys = [True, False, None, rng.randint(-5, 5), 2**64 + rng.randint(0, 9), "k" + str(rng.randint(0, 9))]
+    return {k: rng.choice([a_set(), [a_set()], random_scalar(rng)]) for k in rng.sample(keys, rng.randint(1, 6))}
+
+
+RANDOM_REGO = {seed: [random_rego_value(random.Random(2000 + seed * 100 + i)) for i in range(25)] for seed in range(20)}
 GO_KNOWN = [(1e21, None, "1e+21"), (1.5e-7, None, "1.5e-7"), (0.000015, None, "0.000015"), (-0.0, None, "-0"),
             (2**70, None, "1180591620717411303424"),
             ({"b": [1, "<&>"], "a": None}, None, '{"a":null,"b":[1,"\\u003c\\u0026\\u003e"]}'),
@@ -285,7 +344,8 @@ def all_requests() -> list[str]:
     reqs: list[str] = []
     docs: list[Any] = [d for ds in RANDOM_DOCS.values() for d in ds] + [d for ds in PLAIN_DOCS.values() for d in ds]
     docs += [x for v in SCALARS for x in (v, {"k": v, "list": [v, v]})]
-    docs += list(FIXTURE_DOCS.values()) + UNUSUAL + NON_FINITE + [p.values[0] for p in KNOWN_DIFFERENCES]
+    docs += list(FIXTURE_DOCS.values()) + UNUSUAL + NON_FINITE + [p.values[0] for p in REGO_VALUES]
+    docs += [d for ds in RANDOM_REGO.values() for d in ds]
     for doc in docs:
         reqs += [request(doc, indent) for indent in INDENTS]
     reqs += [request(x, None) for x in FLOAT_CASES]
@@ -368,8 +428,38 @@ def test_format_float_matches_go(go: GoReference) -> None:
     assert not wrong[:20], f"{len(wrong)} of {len(FLOAT_CASES)} floats differ from Go (value, gojson, Go)"
 
 
-@pytest.mark.parametrize("value", KNOWN_DIFFERENCES)
-@pytest.mark.xfail(strict=True, reason="gojson differs from OPA's jsonformat here (see KNOWN_DIFFERENCES); "
-                   "when gojson is fixed this XPASSes and fails: then move the cases to UNUSUAL")
-def test_known_differences_from_go(go: GoReference, value: Any) -> None:
+@pytest.mark.parametrize("value", REGO_VALUES)
+def test_rego_sets_and_keys_print_like_opa(go: GoReference, value: Any) -> None:
     check(go, value)
+    check_fallback(go, value)
+
+
+@pytest.mark.parametrize("value", REGO_FAST)
+def test_rego_sets_and_keys_take_the_fast_path(go: GoReference, value: Any) -> None:
+    check_fast_path(go, value)
+
+
+@pytest.mark.parametrize("seed", sorted(RANDOM_REGO))
+def test_random_rego_sets_and_keys_print_like_opa(go: GoReference, seed: int) -> None:
+    for value in RANDOM_REGO[seed]:
+        check(go, value)
+        check_fallback(go, value)
+
+
+def test_rego_order() -> None:
+    # OPA's ast.Compare, including what goref does not order (arrays before sets, objects)
+    ordered = [None, False, True, -(2**70), -1.5, 0, 1, 1.5, 2**70, "", "A", "a", "é", "😀", (), (None,), (0,),
+               (0, 0), (1,), ("a",), {}, {None: 1}, {0: 0}, {0: 1}, {0: 1, 1: 0}, {"a": 0}, frozenset(),
+               frozenset({0}), frozenset({0, 1}), frozenset({1})]
+    assert sorted(reversed(ordered), key=gojson.rego_order) == ordered
+    assert gojson.marshal({(1,), frozenset({0})}) == "[[1],[0]]"  # an array sorts before a set
+    with pytest.raises(TypeError):
+        gojson.marshal({1, object()})
+
+
+def test_keys_that_print_alike_keep_one() -> None:
+    # No Go counterpart to compare with: Go's map keeps one of the two keys (which one depends
+    # on the object's iteration order). gojson keeps the last, on both paths.
+    value = {1: "a", "1": "b"}
+    assert gojson.marshal(value) == '{"1":"b"}'
+    assert gojson.marshal_indent(value, "\t") == '{\n\t"1": "b"\n}'
