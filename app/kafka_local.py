@@ -93,6 +93,17 @@ def _port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+# Brokers this process started, until stop() or kill() reaps them (a Popen dropped while its
+# process runs warns "subprocess ... is still running", and an unreaped one stays a zombie).
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
+
+def _reap(pid: int) -> None:
+    proc = _CHILDREN.pop(pid, None)
+    if proc is not None:
+        proc.wait(10)
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -386,10 +397,12 @@ class LocalKafka:
                 java + ["kafka.Kafka", str(self.properties)],
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
             )
+        _CHILDREN[proc.pid] = proc
         self.pid_file.write_text(str(proc.pid))
         deadline = time.time() + timeout
         while time.time() < deadline:
             if proc.poll() is not None:
+                _CHILDREN.pop(proc.pid, None)
                 raise KafkaLocalError(
                     f"the broker exited with code {proc.returncode}; see {self.log_file} and {self.state_dir / 'server.log'}"
                 )
@@ -436,6 +449,7 @@ class LocalKafka:
         if _alive(pid):
             os.kill(pid, signal.SIGKILL)
             time.sleep(0.5)
+        _reap(pid)
         self.pid_file.unlink(missing_ok=True)
         return True
 
@@ -446,3 +460,4 @@ class LocalKafka:
             os.kill(pid, signal.SIGKILL)
             while _alive(pid):
                 time.sleep(0.1)
+            _reap(pid)
