@@ -334,15 +334,6 @@ class KafkaSettings(PosteeModel):
 
 # -- librdkafka configurations ---------------------------------------------------------------------
 
-# Python-side keys of confluent-kafka configs (the rest are librdkafka's dotted property names)
-_PY_KEYS = {"error_cb", "throttle_cb", "stats_cb", "oauth_cb", "on_delivery", "on_commit", "logger"}
-
-
-def _prop(key: str) -> str:
-    """``linger_ms`` -> ``linger.ms`` (keyword overrides); dotted names and callbacks unchanged."""
-    return key if key in _PY_KEYS or "." in key else key.replace("_", ".")
-
-
 def client_config(settings: HeraldSettings) -> dict[str, Any]:
     """The base librdkafka configuration of every Herald client: ``bootstrap.servers``, the
     security settings of ``herald.kafka`` and its ``properties``. Callers add their own tuning and
@@ -352,29 +343,27 @@ def client_config(settings: HeraldSettings) -> dict[str, Any]:
     return {"bootstrap.servers": settings.kafka_bootstrap_servers, **kafka.librdkafka()}
 
 
-def producer_config(settings: HeraldSettings | Mapping[str, Any], **overrides: Any) -> dict[str, Any]:
+def producer_config(settings: HeraldSettings | Mapping[str, Any] | str, **overrides: Any) -> dict[str, Any]:
     """A producer's configuration: acks=all, idempotent, Java's murmur2 partitioner (the partition
-    every other Herald producer and Java client picks for a key); ``overrides`` win
-    (``linger_ms=5`` or ``**{"linger.ms": 5}``)."""
+    every other Herald producer and Java client picks for a key); ``overrides`` win, named as
+    librdkafka and confluent-kafka name them (``**{"linger.ms": 5}``, ``error_cb=...``)."""
     base = as_client_config(settings)
-    return {**base, "acks": "all", "enable.idempotence": True, "partitioner": "murmur2_random",
-            **{_prop(k): v for k, v in overrides.items()}}
+    return {**base, "acks": "all", "enable.idempotence": True, "partitioner": "murmur2_random", **overrides}
 
 
-def consumer_config(settings: HeraldSettings | Mapping[str, Any], group_id: str, **overrides: Any) -> dict[str, Any]:
+def consumer_config(settings: HeraldSettings | Mapping[str, Any] | str, group_id: str,
+                    **overrides: Any) -> dict[str, Any]:
     """A consumer's configuration: ``group.id``, no auto commit, earliest offset when the group has
     none; ``overrides`` win."""
     base = as_client_config(settings)
-    return {**base, "group.id": group_id, "enable.auto.commit": False, "auto.offset.reset": "earliest",
-            **{_prop(k): v for k, v in overrides.items()}}
+    return {**base, "group.id": group_id, "enable.auto.commit": False, "auto.offset.reset": "earliest", **overrides}
 
 
-def admin_config(settings: HeraldSettings | Mapping[str, Any], **overrides: Any) -> dict[str, Any]:
-    return {**as_client_config(settings), "socket.connection.setup.timeout.ms": 5000,
-            **{_prop(k): v for k, v in overrides.items()}}
+def admin_config(settings: HeraldSettings | Mapping[str, Any] | str, **overrides: Any) -> dict[str, Any]:
+    return {**as_client_config(settings), "socket.connection.setup.timeout.ms": 5000, **overrides}
 
 
-def make_admin(settings: HeraldSettings | Mapping[str, Any], **overrides: Any) -> Any:
+def make_admin(settings: HeraldSettings | Mapping[str, Any] | str, **overrides: Any) -> Any:
     """A confluent-kafka ``AdminClient`` on ``settings`` (HeraldSettings or a client config)."""
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient

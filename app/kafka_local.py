@@ -417,20 +417,20 @@ class LocalKafka:
         raise KafkaLocalError(f"the broker did not become ready within {timeout:.0f}s; see {self.log_file}")
 
     def _metadata_ok(self, conf: dict[str, Any] | None = None) -> bool:
-        from confluent_kafka.admin import AdminClient
+        from app.kafka_client import make_admin
 
         try:
-            md = AdminClient({**(conf or {"bootstrap.servers": self.plain_bootstrap}), "log_level": 0}
-                             ).list_topics(timeout=2)
+            md = make_admin(conf or self.plain_bootstrap, log_level=0).list_topics(timeout=2)
         except Exception:  # noqa: BLE001 - not ready yet
             return False
         return bool(md.brokers)
 
     def _upsert_scram_user(self) -> None:
-        from confluent_kafka.admin import (AdminClient, ScramCredentialInfo, ScramMechanism,
-                                           UserScramCredentialUpsertion)
+        from confluent_kafka.admin import ScramCredentialInfo, ScramMechanism, UserScramCredentialUpsertion
 
-        admin = AdminClient({"bootstrap.servers": self.plain_bootstrap})
+        from app.kafka_client import make_admin
+
+        admin = make_admin(self.plain_bootstrap)
         upsert = UserScramCredentialUpsertion(SCRAM_USER, ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192),
                                               self.scram_password().encode())
         for fut in admin.alter_user_scram_credentials([upsert]).values():

@@ -280,6 +280,8 @@ class Herald:
         herald.setdefault("consumer-group", f"herald-{self.prefix.rstrip('.')}")
         herald.setdefault("partitions", 3)
         herald["kafka-bootstrap-servers"] = kafka.bootstrap
+        if getattr(kafka, "client_settings", None) and kafka.client_settings():  # a secured broker
+            herald.setdefault("kafka", kafka.client_settings())
         herald["http-listen"] = f"127.0.0.1:{self.port}"
         cfg["herald"] = herald
         self.prefix = herald["topic-prefix"]
@@ -453,7 +455,8 @@ class Herald:
         topic = self.prefix + suffix
         deadline = time.time() + timeout
         while True:
-            records = [(r.partition, r.offset, r.value) for r in WindowReader(self.kafka.bootstrap, topic, None, None)]
+            reader = WindowReader(self.kafka.client_config(), topic, None, None)
+            records = [(r.partition, r.offset, r.value) for r in reader]
             if len(records) >= min_count:
                 return records
             if time.time() > deadline:
@@ -496,7 +499,7 @@ class Herald:
         """The consumer group's committed offset of each partition of ``<prefix><suffix>`` (-1: none)."""
         from confluent_kafka import Consumer, TopicPartition
 
-        consumer = Consumer({"bootstrap.servers": self.kafka.bootstrap,
+        consumer = Consumer({**self.kafka.client_config(),
                              "group.id": f"herald-{self.prefix.rstrip('.')}", "enable.auto.commit": False})
         try:
             tps = consumer.committed([TopicPartition(self.prefix + suffix, p) for p in range(partitions)], timeout=10)

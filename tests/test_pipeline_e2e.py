@@ -166,7 +166,7 @@ def test_bad_input_is_rejected_with_a_reason(herald: Herald) -> None:
 
 
 def test_events_published_straight_to_kafka_are_routed(herald: Herald, sink: Sink, kafka: Any) -> None:
-    producer = Producer({"bootstrap.servers": kafka.bootstrap})
+    producer = Producer(kafka.client_config())
     before = sink.count("/all")
     producer.produce(herald.prefix + "events", value=b'{"direct": true}')
     producer.produce(herald.prefix + "events", value=b"this is not json")
