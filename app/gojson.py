@@ -13,6 +13,7 @@ OPA's value order (``rego_order``), and a non-string object key is its Rego text
 from __future__ import annotations
 
 import math
+import re
 from decimal import Decimal
 from typing import Any
 
@@ -200,7 +201,8 @@ class _Slow(Exception):
 def _go_floats(v: Any) -> Any:
     """``v`` with every float replaced by its Go text (an ``orjson.Fragment``), every set by a
     list in OPA's order and every non-string key by its Rego text; containers without any of
-    those are returned as they are, not copied."""
+    those are returned as they are, not copied. (Strings, ints, booleans and None are skipped
+    in the loops, without a call: most of an event is those.)"""
     t = type(v)
     if t is str or t is int or t is bool or v is None:
         return v
@@ -211,6 +213,9 @@ def _go_floats(v: Any) -> Any:
         for k, x in v.items():
             if type(k) is not str:
                 return {_key_text(k): _go_floats(x) for k, x in v.items()}
+            tx = type(x)
+            if tx is str or tx is int or tx is bool or x is None:
+                continue
             y = _go_floats(x)
             if y is not x:
                 if new is None:
@@ -220,6 +225,9 @@ def _go_floats(v: Any) -> Any:
     if t is list or t is tuple:
         new = None
         for i, x in enumerate(v):
+            tx = type(x)
+            if tx is str or tx is int or tx is bool or x is None:
+                continue
             y = _go_floats(x)
             if y is not x:
                 if new is None:
@@ -231,22 +239,47 @@ def _go_floats(v: Any) -> Any:
     raise _Slow
 
 
+_HTML = ((b"<", b"\\u003c"), (b">", b"\\u003e"), (b"&", b"\\u0026"),
+         (b"\xe2\x80\xa8", b"\\u2028"), (b"\xe2\x80\xa9", b"\\u2029"))
+_BF_ESCAPE = re.compile(rb"\\[bf]")
+_TWO_SPACES = re.compile(rb"  ")  # (a regex search for it is faster than bytes.find here)
+
+
 def _fast(v: Any, indent: str | None) -> str:
     if indent is not None and (not indent or indent.strip(" ")):
         raise _Slow  # the re-indenting below handles indents of spaces only
+    prepared = _go_floats(v)
     try:
-        data = orjson.dumps(_go_floats(v), option=orjson.OPT_SORT_KEYS | (orjson.OPT_INDENT_2 if indent else 0))
+        data = orjson.dumps(prepared, option=orjson.OPT_SORT_KEYS | (orjson.OPT_INDENT_2 if indent else 0))
     except (orjson.JSONEncodeError, TypeError):
         raise _Slow from None
-    if b"\\b" in data or b"\\f" in data:
+    # (searches for one byte first: a one-byte search is a memchr, several times faster than a
+    # search for two or three bytes, and most events have no backslash or U+2000-U+2FFF)
+    if b"\\" in data and _BF_ESCAPE.search(data):
         raise _Slow  # orjson's \b and \f are \u0008 and \u000c in Go (or this is a literal \\b)
-    data = (data.replace(b"<", b"\\u003c").replace(b">", b"\\u003e").replace(b"&", b"\\u0026")
-            .replace(b"\xe2\x80\xa8", b"\\u2028").replace(b"\xe2\x80\xa9", b"\\u2029"))
+    for char, escaped in _HTML:
+        if char[0:1] in data and char in data:
+            data = data.replace(char, escaped)
+    if indent and indent != "  ":
+        return _reindent(data, prepared, indent)
+    return data.decode()
+
+
+def _reindent(data: bytes, prepared: Any, indent: str) -> str:
+    """orjson's two spaces per level -> ``indent`` (spaces) per level.
+
+    Outside strings, orjson's indented text has spaces only as indentation (two per level, after
+    a newline) and as the single space after a key's colon. So when no string holds two spaces in
+    a row (the compact text, which has the same strings, tells), every pair of spaces is one level
+    of indentation and one replace re-indents the whole text; otherwise it goes line by line.
+    """
+    if not _TWO_SPACES.search(orjson.dumps(prepared)):
+        return data.replace(b"  ", indent.encode()).decode()
     text = data.decode()
     if indent == " ":
-        # orjson indents two spaces per level; after its indentation a line never starts with a space
+        # after orjson's indentation a line never starts with a space
         text = "\n".join([line[(len(line) - len(line.lstrip(" "))) // 2:] for line in text.split("\n")])
-    elif indent and indent != "  ":
+    else:
         text = "\n".join([indent * ((len(line) - len(body)) // 2) + body
                           for line in text.split("\n") for body in (line.lstrip(" "),)])
     return text
