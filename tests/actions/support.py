@@ -19,8 +19,9 @@ from actions._http import HttpRequest
 from app.configmodel import validate_model
 from app.content import Content
 from app.messages import ActionMessage
+from tests.harness import FIXTURES
 
-FIXTURES = Path(os.environ.get("HERALD_FIXTURES", "/work/shared/fixtures"))
+__all__ = ["FIXTURES"]  # test modules import it from here
 GOLDENS = Path(__file__).parent / "goldens"
 FIXED_TIME = 1767225600.0  # 2026-01-01T00:00:00Z
 
