@@ -98,6 +98,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         print(f"error: {problem}")
     if problems:
         return 1
+    from app.kafka_client import client_config, validate
+
+    validate(client_config(config.herald))  # librdkafka's own checks, offline
     if args.connect:
         _probe(config)
     print(f"{args.file}: ok ({len(config.routes)} routes, {len(config.templates)} templates, "

@@ -394,10 +394,12 @@ def bootstrap_of(conf: Mapping[str, Any] | str) -> str:
 
 def validate(conf: Mapping[str, Any]) -> None:
     """Let librdkafka check every property (names, enum values, readable CA/key files) without
-    connecting: a client without ``bootstrap.servers`` never connects. Raises ``ConfigError``."""
+    connecting: a client without ``bootstrap.servers`` never connects, and without
+    ``sasl.oauthbearer.method`` it does not fetch an OIDC token. Raises ``ConfigError``."""
     from confluent_kafka import KafkaException, Producer
 
-    local = {k: v for k, v in conf.items() if k not in ("bootstrap.servers", "metadata.broker.list")}
+    offline = ("bootstrap.servers", "metadata.broker.list", "sasl.oauthbearer.method")
+    local = {k: v for k, v in conf.items() if k not in offline}
     try:
         Producer({**local, "log_level": 0})
     except KafkaException as exc:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -163,6 +164,13 @@ def test_check_config_prints_the_kafka_block_with_secrets_masked(tmp_path: Path,
     res = cli("check-config", str(cfg))
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert "herald.kafka.sasl-password: environment variable HERALD_KAFKA_TEST_PW is not set" in res.stderr
+    # librdkafka checks the passthrough properties, offline
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(herald_cfg({"properties": {"no.such.property": 1}})))
+    res = cli("check-config", str(bad))
+    assert res.returncode == 2 and res.stderr.strip().splitlines() == [
+        'config error: herald.kafka: invalid Kafka client configuration: No such configuration property: '
+        '"no.such.property"']
 
 
 def test_environment_overrides_win_per_key() -> None:
@@ -210,6 +218,13 @@ def test_client_config_for_scram_mtls_oidc_and_plain(pki: dict[str, Path]) -> No
     assert plain["sasl.mechanism"] == "PLAIN" and "ssl.ca.location" not in plain
     for c in (scram, mtls, oidc, plain):
         validate(c)  # librdkafka accepts every property (no connection is made)
+    with socket.socket() as idp:  # validate() does not fetch an OIDC token
+        idp.bind(("127.0.0.1", 0))
+        idp.listen(1)
+        idp.settimeout(1.0)
+        validate({**oidc, "sasl.oauthbearer.token.endpoint.url": f"http://127.0.0.1:{idp.getsockname()[1]}/t"})
+        with pytest.raises(TimeoutError):
+            idp.accept()
     with pytest.raises(ConfigError, match='No such configuration property: "no.such.property"'):
         validate({**plain, "no.such.property": 1})
 
