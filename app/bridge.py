@@ -24,6 +24,7 @@ from confluent_kafka import KafkaException, Producer
 from app.config import Config
 from app.errors import ConfigError, KafkaUnavailableError
 from app.kafka_admin import ensure_topics
+from app.kafka_client import bootstrap_of, client_config, producer_config
 from app.router import H_EVENT_ID, H_RECEIVED_AT, H_ROUTE, H_SOURCE, H_USER_AGENT, new_event_id
 from app.topics import Topics
 
@@ -60,25 +61,26 @@ def _json_error(status: int, reason: str, **extra: Any) -> web.Response:
 class KafkaWriter:
     """An idempotent ``acks=all`` producer whose delivery reports resolve asyncio futures."""
 
-    def __init__(self, bootstrap: str, topic: str, partitions: int = 6, replication: int = 1) -> None:
+    def __init__(self, kafka: dict[str, Any] | str, topic: str, partitions: int = 6, replication: int = 1) -> None:
+        """``kafka``: the client config (``app.kafka_client.client_config(settings)``)."""
         self.topic = topic
         self._topic_spec = (partitions, replication)
-        self.bootstrap = bootstrap
+        self.kafka = kafka
+        self.bootstrap = bootstrap_of(kafka)
         self.producer = Producer(
-            {
-                "bootstrap.servers": bootstrap,
-                "acks": "all",
-                "enable.idempotence": True,
-                "partitioner": "murmur2_random",  # the same partitions as Java and aiokafka clients
-                "linger.ms": 2,
-                "compression.type": "lz4",
-                "message.timeout.ms": int(PRODUCE_TIMEOUT_S * 1000),
-                "socket.connection.setup.timeout.ms": 3000,
-                "reconnect.backoff.ms": 200,
-                "reconnect.backoff.max.ms": 2000,
-                "logger": _rdkafka_log,
-                "message.max.bytes": 16 * 1024 * 1024,
-            }
+            producer_config(  # acks=all, idempotent, murmur2: the same partitions as Java and aiokafka clients
+                kafka,
+                **{
+                    "linger.ms": 2,
+                    "compression.type": "lz4",
+                    "message.timeout.ms": int(PRODUCE_TIMEOUT_S * 1000),
+                    "socket.connection.setup.timeout.ms": 3000,
+                    "reconnect.backoff.ms": 200,
+                    "reconnect.backoff.max.ms": 2000,
+                    "logger": _rdkafka_log,
+                    "message.max.bytes": 16 * 1024 * 1024,
+                },
+            )
         )
         self.ready = False
         self._stop = threading.Event()
@@ -101,7 +103,7 @@ class KafkaWriter:
                 topic = md.topics.get(self.topic)
                 self.ready = topic is not None and topic.error is None and bool(md.brokers)
                 if not self.ready and md.brokers:
-                    ensure_topics(self.bootstrap, [self.topic], *self._topic_spec)
+                    ensure_topics(self.kafka, [self.topic], *self._topic_spec)
             except (KafkaException, KafkaUnavailableError):
                 self.ready = False
             self._stop.wait(1.0)
@@ -143,7 +145,7 @@ class Bridge:
         self.topics = Topics(config.herald.topic_prefix)
         settings = config.herald
         self.writer = writer or KafkaWriter(
-            settings.kafka_bootstrap_servers, self.topics.events, settings.partitions, settings.replication_factor
+            client_config(settings), self.topics.events, settings.partitions, settings.replication_factor
         )
         self.body_limit = config.herald.body_limit
         self.accepted = 0

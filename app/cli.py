@@ -3,7 +3,7 @@
     herald run            bridge and worker together (one machine)
     herald bridge         the webhook bridge only
     herald worker         the router and action agents only
-    herald check-config   validate a config file; exit 0 only when Herald would start
+    herald check-config   validate a config file; exit 0 only when Herald would start (--connect: Kafka too)
     herald kafka-local    start|stop|status a local single-node Kafka on 127.0.0.1
     herald render         render a template for an event file, without Kafka
     herald test-route     which routes an event matches, and what each action would receive
@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import yaml
 
 from app.config import Config, config_path, load_config
 from app.errors import ConfigError, HeraldError
@@ -43,14 +44,40 @@ def setup_logging(debug: bool = False) -> None:
     logging.getLogger("herald.kafka.client").setLevel(logging.INFO if debug else logging.WARNING)
 
 
-def _load(args: argparse.Namespace) -> Config:
+PROBE_TIMEOUT_S = 10.0
+
+
+def _probe(config: Config) -> None:
+    """Fail fast: connect to Kafka once with the configured security settings; a wrong password,
+    an unknown CA, a plaintext client on a TLS/SASL listener or no broker at all raises
+    KafkaConnectError (one line, exit 1) within seconds instead of librdkafka retrying forever."""
+    from app.kafka_client import client_config, probe
+
+    probe(client_config(config.herald), timeout=PROBE_TIMEOUT_S)
+
+
+def _load(args: argparse.Namespace, kafka: bool = True) -> Config:
+    """The config of a command; ``kafka``: the command needs Kafka, so probe it now."""
     path = config_path(getattr(args, "config", None))
     config = load_config(path)
     if getattr(args, "bootstrap", None):
         config.herald.kafka_bootstrap_servers = args.bootstrap
     for warning in config.warnings:
         log.warning("config: %s", warning)
+    if kafka:
+        _probe(config)
     return config
+
+
+def _kafka_line(config: Config) -> str:
+    """The Kafka settings on one line, secrets as ***."""
+    parts = []
+    for key, value in config.herald.kafka.described().items():
+        if key == "properties":
+            parts += [f"{k}={v}" for k, v in value.items()]
+        else:
+            parts.append(f"{key}={str(value).lower() if isinstance(value, bool) else value}")
+    return f"kafka: {config.herald.kafka_bootstrap_servers} " + " ".join(parts)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -69,8 +96,14 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         print(f"error: {problem}")
     if problems:
         return 1
+    from app.kafka_client import client_config, validate
+
+    validate(client_config(config.herald))  # librdkafka's own checks, offline
+    if args.connect:
+        _probe(config)
     print(f"{args.file}: ok ({len(config.routes)} routes, {len(config.templates)} templates, "
           f"{len(config.actions)} enabled actions)")
+    print(_kafka_line(config) + (" (connected)" if args.connect else ""))
     return 0
 
 
@@ -129,10 +162,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_kafka_local(args: argparse.Namespace) -> int:
     from app.kafka_local import LocalKafka
 
-    k = LocalKafka(Path(args.state_dir), port=args.port, controller_port=args.port + 1)
+    k = LocalKafka(Path(args.state_dir), port=args.port, controller_port=args.port + 1, secured=args.secured)
     if args.op == "start":
         pid = k.start()
         print(f"Kafka running: pid {pid}, bootstrap {k.bootstrap}, logs {k.state_dir}")
+        if k.secured:
+            settings = {**k.client_settings(), "sasl-password": f"file:{k.password_file}"}
+            print("SASL_SSL with SCRAM-SHA-512; in cfg.yaml:\n" + yaml.safe_dump(
+                {"herald": {"kafka-bootstrap-servers": k.bootstrap, "kafka": settings}}, sort_keys=False).rstrip())
     elif args.op == "stop":
         print("stopped" if k.stop() else "not running")
     else:
@@ -234,7 +271,7 @@ def cmd_timeline(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     from app.replay import run_cli
 
-    return run_cli(args, _load(args))
+    return run_cli(args, _load(args, kafka=not args.from_file or bool(args.to_actions)))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -256,12 +293,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("check-config", help="validate a config file")
     sp.add_argument("file")
+    sp.add_argument("--connect", action="store_true",
+                    help="also connect to Kafka with the configured settings (credentials, TLS, reachability)")
     sp.set_defaults(fn=cmd_check_config)
 
     sp = sub.add_parser("kafka-local", help="a local single-node Kafka on 127.0.0.1")
     sp.add_argument("op", choices=["start", "stop", "status"])
     sp.add_argument("--state-dir", default=os.environ.get("HERALD_KAFKA_DIR", ".herald/kafka"))
     sp.add_argument("--port", type=int, default=int(os.environ.get("HERALD_KAFKA_PORT", "9092")))
+    sp.add_argument("--secured", action="store_true",
+                    help="clients connect with SASL_SSL (SCRAM-SHA-512, a generated CA); inter-broker traffic "
+                         "stays PLAINTEXT on port+2")
     sp.set_defaults(fn=cmd_kafka_local)
 
     sp = sub.add_parser("render", help="render a template package for an event, without Kafka")

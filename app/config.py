@@ -166,7 +166,13 @@ def parse_config(data: Any, path: str = "<config>", environ: dict[str, str] | No
         if isinstance(herald_raw, dict)
         else herald_raw
     )
+    if isinstance(herald_raw, dict) and "kafka" in overrides and isinstance(herald_raw.get("kafka") or {}, dict):
+        herald_data["kafka"] = {**(herald_raw.get("kafka") or {}), **overrides["kafka"]}  # env wins per key
     herald = collect(HeraldSettings, herald_data, "herald")
+    if herald is not None:
+        problems.extend(herald.kafka.problems("herald.kafka"))
+        warnings.extend(f"herald.kafka.{k}: unknown key, ignored (librdkafka properties go under "
+                        "herald.kafka.properties)" for k in herald.kafka.unknown_keys())
 
     routes: dict[str, RouteConfig] = {}
     for i, item in enumerate(_list_section(data, "routes", problems)):

@@ -156,6 +156,17 @@ def _value_at(data: Any, loc: tuple[Any, ...]) -> Any:
     return cur
 
 
+def _masked(value: Any) -> Any:
+    """``value`` with the values of secret-looking keys of mappings (at any depth) as ``***``."""
+    if isinstance(value, dict):
+        return {k: "***" if isinstance(k, str) and (k in _SECRET_KEYS or "password" in k.lower()
+                                                    or "secret" in k.lower()) else _masked(v)
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [_masked(v) for v in value]
+    return value
+
+
 def validate_model(model: type[M], data: Any, path: str) -> tuple[M, list[str]]:
     """Validate ``data`` into ``model``; returns the instance and warnings for unknown keys.
 
@@ -174,8 +185,9 @@ def validate_model(model: type[M], data: Any, path: str) -> tuple[M, list[str]]:
             loc = tuple(err["loc"])
             key_path = _loc_path(path, loc)
             value = _value_at(data, loc)
-            secret = loc and (loc[-1] in _SECRET_KEYS or loc[-1] in secret_fields)
-            shown = "***" if secret else repr(value)
+            secret = loc and (loc[-1] in _SECRET_KEYS or loc[-1] in secret_fields
+                              or (isinstance(loc[-1], str) and ("password" in loc[-1] or "secret" in loc[-1])))
+            shown = "***" if secret else repr(_masked(value))
             msg = err["msg"].removeprefix("Value error, ")
             problems.append(f"{key_path}: {msg} (value: {shown})")
         raise ConfigError("; ".join(problems)) from None

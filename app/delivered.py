@@ -12,6 +12,8 @@ from __future__ import annotations
 import itertools
 import logging
 import time
+from collections.abc import Mapping
+from typing import Any
 
 from app.errors import KafkaUnavailableError
 from app.kafkawindow import WindowReader
@@ -25,9 +27,10 @@ MAX_KEYS_PER_PARTITION = 50_000
 
 
 class DeliveredKeys:
-    def __init__(self, bootstrap: str, topic: str, retention_s: float = RETENTION_S,
+    def __init__(self, conf: Mapping[str, Any] | str, topic: str, retention_s: float = RETENTION_S,
                  max_keys: int = MAX_KEYS_PER_PARTITION) -> None:
-        self.bootstrap = bootstrap
+        """``conf``: a client config (``app.kafka_client.client_config(settings)``)."""
+        self.conf = conf
         self.max_keys = max_keys
         self.topic = topic
         self.retention_s = retention_s
@@ -67,7 +70,7 @@ class DeliveredKeys:
         loaded = 0
         since_ms = int((time.time() - self.retention_s) * 1000)
         try:
-            for rec in WindowReader(self.bootstrap, self.topic, since_ms, None, timeout, partitions):
+            for rec in WindowReader(self.conf, self.topic, since_ms, None, timeout, partitions):
                 if rec.key:
                     self._keys.setdefault(rec.partition, {})[rec.key.decode()] = rec.timestamp_ms / 1000
                     loaded += 1

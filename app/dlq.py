@@ -17,10 +17,10 @@ from typing import Any
 
 import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient
 
 from app.config import Config
 from app.errors import HeraldError, PolicyError
+from app.kafka_client import client_config, consumer_config, make_admin, producer_config
 from app.kafkawindow import WindowReader
 from app.policy.engine import EmbeddedEngine
 from app.topics import Topics
@@ -33,15 +33,14 @@ class DeadLetterRecord:
     record: dict[str, Any]
 
 
-def _consumer(bootstrap: str) -> Consumer:
-    return Consumer({"bootstrap.servers": bootstrap, "group.id": f"herald-dlq-{uuid.uuid4().hex}",
-                     "enable.auto.commit": False, "enable.partition.eof": False})
+def _consumer(kafka: dict[str, Any]) -> Consumer:
+    return Consumer(consumer_config(kafka, f"herald-dlq-{uuid.uuid4().hex}", **{"enable.partition.eof": False}))
 
 
 class DeadLetters:
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.bootstrap = config.herald.kafka_bootstrap_servers
+        self.kafka = client_config(config.herald)
         self.topics = Topics(config.herald.topic_prefix)
 
     def stages(self, action: str | None = None) -> list[str]:
@@ -55,7 +54,7 @@ class DeadLetters:
         return self.topics.router_dlq if stage == "router" else self.topics.dlq(stage)
 
     def read(self, stage: str, since_s: float | None = None) -> Iterator[DeadLetterRecord]:
-        for rec in WindowReader(self.bootstrap, self._topic(stage), None, None):
+        for rec in WindowReader(self.kafka, self._topic(stage), None, None):
             record = orjson.loads(rec.value)
             if since_s is not None and record.get("last_attempt_at", 0) < since_s:
                 continue
@@ -79,7 +78,7 @@ class DeadLetters:
         except ValueError:
             raise HeraldError(f"dead-letter id must look like ACTION:PARTITION:OFFSET, got {dead_letter_id!r}") from None
         topic = self._topic(self.stages(stage)[0])
-        consumer = _consumer(self.bootstrap)
+        consumer = _consumer(self.kafka)
         try:
             consumer.assign([TopicPartition(topic, partition, offset)])
             msgs = consumer.consume(1, timeout=10)
@@ -100,8 +99,7 @@ class DeadLetters:
                 engine.add_module("--filter", f"package herald.redrive\n\ndefault allow = false\n\nallow {{\n{where}\n}}\n")
             except PolicyError as exc:
                 raise HeraldError(f"--filter does not compile: {exc}") from None
-        producer = Producer({"bootstrap.servers": self.bootstrap, "acks": "all", "enable.idempotence": True,
-                             "partitioner": "murmur2_random"})
+        producer = Producer(producer_config(self.kafka))
         counts = {"redriven": 0, "skipped": 0}
         for dl in self.read(action, since_s):
             original = dl.record.get("original")
@@ -125,8 +123,8 @@ class DeadLetters:
 
     def purge(self, action: str | None = None) -> dict[str, int]:
         """Delete every dead letter of ``action`` (or all) up to now."""
-        admin = AdminClient({"bootstrap.servers": self.bootstrap})
-        consumer = _consumer(self.bootstrap)
+        admin = make_admin(self.kafka)
+        consumer = _consumer(self.kafka)
         purged: dict[str, int] = {}
         try:
             for stage in self.stages(action):

@@ -7,6 +7,8 @@ exceptions are translated at the boundary that calls the library.
     │   └── TemplateError            a template is missing, fails, or breaks the template contract
     ├── EventError                   an event is not a JSON object, or otherwise unroutable
     ├── KafkaUnavailableError        the broker cannot be reached (bridge answers 503)
+    │   └── KafkaConnectError        a client cannot connect at start: authentication, TLS, wrong
+    │                                security protocol, nothing listening (app.kafka_client.probe)
     └── ActionError                  delivering to an action failed
         ├── RetryableActionError     try again later (408/429/5xx, connection errors); may carry retry_after
         └── PermanentActionError     retrying cannot help (other 4xx, bad payload, bad config)
@@ -48,6 +50,12 @@ class EventError(HeraldError):
 
 class KafkaUnavailableError(HeraldError):
     """Kafka did not acknowledge a write or cannot be reached."""
+
+
+class KafkaConnectError(KafkaUnavailableError):
+    """A Kafka client cannot connect with its configuration; the message names the cause
+    (authentication failed, TLS handshake failed, plaintext client on a TLS/SASL listener,
+    nothing listening). Never carries a secret."""
 
 
 class ActionError(HeraldError):

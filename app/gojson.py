@@ -3,11 +3,17 @@
 Postee users' goldens depend on it: map keys sorted, ``<``, ``>``, ``&``, U+2028 and U+2029
 escaped as ``\\u003c`` etc., floats in Go's shortest form (``1e+21``, ``0.000015``), and
 ``MarshalIndent`` with the given indent (``jsonformat`` uses one space).
+
+Two Rego values have no Go type of their own; they print as OPA's ``jsonformat`` (opa/main.go)
+prints them. A Rego set (a Python ``set``/``frozenset`` from the embedded engine) is an array in
+OPA's value order (``rego_order``), and a non-string object key is its Rego text (``true``,
+``false``, ``null``, ``3``).
 """
 
 from __future__ import annotations
 
 import math
+import re
 from decimal import Decimal
 from typing import Any
 
@@ -67,6 +73,45 @@ def format_float(x: float) -> str:
     return f"{mant.removesuffix('.0')}e{sign}{digits.zfill(2)}"
 
 
+def rego_order(v: Any) -> tuple[Any, ...]:
+    """Sort key for OPA's order of Rego values (``ast.Compare``): null < booleans < numbers <
+    strings < arrays < objects < sets; false < true, numbers by value (Python compares int and
+    float exactly), strings by code point (= Go's UTF-8 byte order), arrays element-wise with a
+    prefix first, objects by their (key, value) pairs in key order, sets by their sorted elements."""
+    if v is None:
+        return (0,)
+    if v is True or v is False:
+        return (1, v)
+    if isinstance(v, str):
+        return (3, v)
+    if isinstance(v, (int, float)):
+        return (2, v)
+    if isinstance(v, (list, tuple)):
+        return (7, tuple([rego_order(x) for x in v]))
+    if isinstance(v, dict):
+        return (8, tuple(sorted([(rego_order(k), rego_order(x)) for k, x in v.items()])))
+    if isinstance(v, (set, frozenset)):
+        return (9, tuple(sorted([rego_order(x) for x in v])))
+    raise TypeError(f"cannot encode {type(v).__name__} as JSON")
+
+
+def _key_text(k: Any) -> str:
+    """An object key as OPA's jsonformat writes it: a non-string key is its Rego text."""
+    if type(k) is str:
+        return k
+    if k is True:
+        return "true"
+    if k is False:
+        return "false"
+    if k is None:
+        return "null"
+    return str(k)
+
+
+def _first(item: tuple[str, Any]) -> str:
+    return item[0]
+
+
 def _encode(v: Any, indent: str | None, level: int, out: list[str]) -> None:
     if v is None:
         out.append("null")
@@ -84,7 +129,8 @@ def _encode(v: Any, indent: str | None, level: int, out: list[str]) -> None:
         if not v:
             out.append("{}")
             return
-        items = sorted((str(k), val) for k, val in v.items())
+        # keys that print alike collide, as in the Go map OPA builds; here the last one wins
+        items = sorted({_key_text(k): val for k, val in v.items()}.items(), key=_first)
         out.append("{")
         for i, (k, val) in enumerate(items):
             if i:
@@ -98,7 +144,7 @@ def _encode(v: Any, indent: str | None, level: int, out: list[str]) -> None:
             out.append("\n" + indent * level)
         out.append("}")
     elif isinstance(v, (list, tuple, set, frozenset)):
-        seq = sorted(v, key=marshal) if isinstance(v, (set, frozenset)) else v
+        seq = sorted(v, key=rego_order) if isinstance(v, (set, frozenset)) else v
         if not seq:
             out.append("[]")
             return
@@ -142,9 +188,10 @@ def marshal_indent(v: Any, indent: str = " ") -> str:
 # ``jsonformat`` (the raw-json template) runs this on every event, and the encoder above takes
 # ~0.7 ms for a 7 KB event. orjson writes the same bytes once floats are pre-formatted the Go way
 # and the HTML characters are escaped afterwards (outside strings, JSON text never contains
-# < > & or U+2028/9, so a byte replace is exact). Whatever orjson would write differently
-# (non-string keys, sets, ints beyond 64 bits, lone surrogates, the \b and \f escapes) takes the
-# encoder above.
+# < > & or U+2028/9, so a byte replace is exact). Sets become lists in OPA's order and
+# non-string keys their Rego text before orjson sees them. Whatever orjson would still write
+# differently (ints beyond 64 bits, lone surrogates, the \b and \f escapes) takes the encoder
+# above.
 
 
 class _Slow(Exception):
@@ -152,8 +199,10 @@ class _Slow(Exception):
 
 
 def _go_floats(v: Any) -> Any:
-    """``v`` with every float replaced by its Go text (an ``orjson.Fragment``); containers without
-    floats are returned as they are, not copied."""
+    """``v`` with every float replaced by its Go text (an ``orjson.Fragment``), every set by a
+    list in OPA's order and every non-string key by its Rego text; containers without any of
+    those are returned as they are, not copied. (Strings, ints, booleans and None are skipped
+    in the loops, without a call: most of an event is those.)"""
     t = type(v)
     if t is str or t is int or t is bool or v is None:
         return v
@@ -163,7 +212,10 @@ def _go_floats(v: Any) -> Any:
         new: Any = None
         for k, x in v.items():
             if type(k) is not str:
-                raise _Slow
+                return {_key_text(k): _go_floats(x) for k, x in v.items()}
+            tx = type(x)
+            if tx is str or tx is int or tx is bool or x is None:
+                continue
             y = _go_floats(x)
             if y is not x:
                 if new is None:
@@ -173,31 +225,61 @@ def _go_floats(v: Any) -> Any:
     if t is list or t is tuple:
         new = None
         for i, x in enumerate(v):
+            tx = type(x)
+            if tx is str or tx is int or tx is bool or x is None:
+                continue
             y = _go_floats(x)
             if y is not x:
                 if new is None:
                     new = list(v)
                 new[i] = y
         return v if new is None else new
+    if t is set or t is frozenset:
+        return [_go_floats(x) for x in sorted(v, key=rego_order)]
     raise _Slow
+
+
+_HTML = ((b"<", b"\\u003c"), (b">", b"\\u003e"), (b"&", b"\\u0026"),
+         (b"\xe2\x80\xa8", b"\\u2028"), (b"\xe2\x80\xa9", b"\\u2029"))
+_BF_ESCAPE = re.compile(rb"\\[bf]")
+_TWO_SPACES = re.compile(rb"  ")  # (a regex search for it is faster than bytes.find here)
 
 
 def _fast(v: Any, indent: str | None) -> str:
     if indent is not None and (not indent or indent.strip(" ")):
         raise _Slow  # the re-indenting below handles indents of spaces only
+    prepared = _go_floats(v)
     try:
-        data = orjson.dumps(_go_floats(v), option=orjson.OPT_SORT_KEYS | (orjson.OPT_INDENT_2 if indent else 0))
+        data = orjson.dumps(prepared, option=orjson.OPT_SORT_KEYS | (orjson.OPT_INDENT_2 if indent else 0))
     except (orjson.JSONEncodeError, TypeError):
         raise _Slow from None
-    if b"\\b" in data or b"\\f" in data:
+    # (searches for one byte first: a one-byte search is a memchr, several times faster than a
+    # search for two or three bytes, and most events have no backslash or U+2000-U+2FFF)
+    if b"\\" in data and _BF_ESCAPE.search(data):
         raise _Slow  # orjson's \b and \f are \u0008 and \u000c in Go (or this is a literal \\b)
-    data = (data.replace(b"<", b"\\u003c").replace(b">", b"\\u003e").replace(b"&", b"\\u0026")
-            .replace(b"\xe2\x80\xa8", b"\\u2028").replace(b"\xe2\x80\xa9", b"\\u2029"))
+    for char, escaped in _HTML:
+        if char[0:1] in data and char in data:
+            data = data.replace(char, escaped)
+    if indent and indent != "  ":
+        return _reindent(data, prepared, indent)
+    return data.decode()
+
+
+def _reindent(data: bytes, prepared: Any, indent: str) -> str:
+    """orjson's two spaces per level -> ``indent`` (spaces) per level.
+
+    Outside strings, orjson's indented text has spaces only as indentation (two per level, after
+    a newline) and as the single space after a key's colon. So when no string holds two spaces in
+    a row (the compact text, which has the same strings, tells), every pair of spaces is one level
+    of indentation and one replace re-indents the whole text; otherwise it goes line by line.
+    """
+    if not _TWO_SPACES.search(orjson.dumps(prepared)):
+        return data.replace(b"  ", indent.encode()).decode()
     text = data.decode()
     if indent == " ":
-        # orjson indents two spaces per level; after its indentation a line never starts with a space
+        # after orjson's indentation a line never starts with a space
         text = "\n".join([line[(len(line) - len(line.lstrip(" "))) // 2:] for line in text.split("\n")])
-    elif indent and indent != "  ":
+    else:
         text = "\n".join([indent * ((len(line) - len(body)) // 2) + body
                           for line in text.split("\n") for body in (line.lstrip(" "),)])
     return text

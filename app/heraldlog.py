@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sqlite3
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -88,15 +88,15 @@ class HeraldLog:
         self._tmp.cleanup()
 
 
-def load_herald_log(bootstrap: str, topics: Topics, since_ms: int | None,
+def load_herald_log(kafka: Mapping[str, Any] | str, topics: Topics, since_ms: int | None,
                     progress: Callable[[str], None] | None = None) -> HeraldLog:
     log = HeraldLog()
     sources = [(topics.decisions, "decision"), (topics.deliveries, "delivery")]
-    sources += [(t, "dead_letter") for t in list_topics(bootstrap, topics.prefix + "dlq.")]
+    sources += [(t, "dead_letter") for t in list_topics(kafka, topics.prefix + "dlq.")]
     for topic, kind in sources:
         if progress is not None:
             progress(f"reading {topic}")
-        log.add_records(WindowReader(bootstrap, topic, since_ms, None).records(), kind)
+        log.add_records(WindowReader(kafka, topic, since_ms, None).records(), kind)
     log.finish()
     return log
 

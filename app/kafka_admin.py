@@ -3,29 +3,36 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from app.errors import KafkaUnavailableError
+from app.kafka_client import bootstrap_of, make_admin
 
 log = logging.getLogger("herald.kafka")
 
 
-def admin(bootstrap: str) -> AdminClient:
-    return AdminClient({"bootstrap.servers": bootstrap, "socket.connection.setup.timeout.ms": 5000})
+def admin(conf: Mapping[str, Any] | str) -> AdminClient:
+    """An AdminClient on a client config (``app.kafka_client.client_config``)."""
+    return make_admin(conf)  # type: ignore[arg-type]
 
 
 def ensure_topics(
-    bootstrap: str, names: list[str], partitions: int, replication: int, timeout: float = 30.0,
+    conf: Mapping[str, Any] | str, names: list[str], partitions: int, replication: int, timeout: float = 30.0,
     configs: dict[str, dict[str, str]] | None = None,
 ) -> list[str]:
-    """Create the topics that do not exist yet; returns the names created."""
-    client = admin(bootstrap)
+    """Create the topics that do not exist yet; returns the names created.
+
+    ``conf`` is a client config (``app.kafka_client.client_config(settings)``); a bare bootstrap
+    string still works (PLAINTEXT) until every caller passes a config."""
+    client = admin(conf)
     try:
         existing = set(client.list_topics(timeout=timeout).topics)
     except KafkaException as exc:
-        raise KafkaUnavailableError(f"cannot reach Kafka at {bootstrap}: {exc}") from None
+        raise KafkaUnavailableError(f"cannot reach Kafka at {bootstrap_of(conf)}: {exc}") from None
     missing = [n for n in dict.fromkeys(names) if n not in existing]
     if not missing:
         return []

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from app.errors import KafkaUnavailableError
+from app.kafka_client import bootstrap_of, consumer_config
 
 log = logging.getLogger("herald.kafkawindow")
 
@@ -47,36 +48,39 @@ class PartitionSpan:
         return max(0, self.end - self.start)
 
 
-def _consumer(bootstrap: str) -> Any:
+def _consumer(conf: Mapping[str, Any] | str) -> Any:
     from confluent_kafka import Consumer
 
-    return Consumer({
-        "bootstrap.servers": bootstrap,
-        "group.id": f"herald-reader-{uuid.uuid4().hex}",  # required by the client; never joined
-        "enable.auto.commit": False,
-        "enable.auto.offset.store": False,
-        "auto.offset.reset": "earliest",
-        "queued.max.messages.kbytes": PREFETCH_KIB,
-        "queued.min.messages": 100_000,
-        "fetch.max.bytes": 8 * 1024 * 1024,
-        "max.partition.fetch.bytes": 512 * 1024,
-        "socket.connection.setup.timeout.ms": 5000,
-        "logger": logging.getLogger("herald.kafka.client"),
-    })
+    return Consumer(consumer_config(
+        conf,
+        f"herald-reader-{uuid.uuid4().hex}",  # required by the client; never joined
+        **{
+            "enable.auto.offset.store": False,
+            "queued.max.messages.kbytes": PREFETCH_KIB,
+            "queued.min.messages": 100_000,
+            "fetch.max.bytes": 8 * 1024 * 1024,
+            "max.partition.fetch.bytes": 512 * 1024,
+            "socket.connection.setup.timeout.ms": 5000,
+            "logger": logging.getLogger("herald.kafka.client"),
+        },
+    ))
 
 
 class WindowReader:
-    """Spans of one topic for ``[since_ms, until_ms]`` (``until_ms`` None: up to now)."""
+    """Spans of one topic for ``[since_ms, until_ms]`` (``until_ms`` None: up to now).
 
-    def __init__(self, bootstrap: str, topic: str, since_ms: int | None, until_ms: int | None,
+    ``conf`` is a client config (``app.kafka_client.client_config(settings)``); a bare bootstrap
+    string still works (PLAINTEXT) until every caller passes a config."""
+
+    def __init__(self, conf: Mapping[str, Any] | str, topic: str, since_ms: int | None, until_ms: int | None,
                  timeout: float = 15.0, partitions: list[int] | None = None) -> None:
-        self.bootstrap = bootstrap
+        self.bootstrap = bootstrap_of(conf)
         self.topic = topic
         self.partitions = partitions  # None: all of them
         self.since_ms = since_ms
         self.until_ms = until_ms
         self.timeout = timeout
-        self.consumer = _consumer(bootstrap)
+        self.consumer = _consumer(conf)
         self.spans = self._spans()
 
     def _spans(self) -> list[PartitionSpan]:
@@ -181,15 +185,15 @@ class WindowReader:
             self.consumer = None
 
 
-def list_topics(bootstrap: str, prefix: str, timeout: float = 10.0) -> list[str]:
+def list_topics(conf: Mapping[str, Any] | str, prefix: str, timeout: float = 10.0) -> list[str]:
     """Topic names that start with ``prefix`` (for dlq.* topics of actions no longer configured)."""
     from confluent_kafka import KafkaException
 
-    consumer = _consumer(bootstrap)
+    consumer = _consumer(conf)
     try:
         md = consumer.list_topics(timeout=timeout)
     except KafkaException as exc:
-        raise KafkaUnavailableError(f"cannot list topics at {bootstrap}: {exc}") from None
+        raise KafkaUnavailableError(f"cannot list topics at {bootstrap_of(conf)}: {exc}") from None
     finally:
         consumer.close()
     return sorted(t for t in md.topics if t.startswith(prefix))

@@ -66,8 +66,10 @@ def events_from_kafka(config: Config, since_ns: int | None, until_ns: int | None
     from app.kafkawindow import WindowReader
     from app.timeline import Progress
 
+    from app.kafka_client import client_config
+
     topics = Topics(config.herald.topic_prefix)
-    reader = WindowReader(config.herald.kafka_bootstrap_servers, topics.events,
+    reader = WindowReader(client_config(config.herald), topics.events,
                           None if since_ns is None else since_ns // 10**6, None if until_ns is None else until_ns // 10**6)
     total, progress = reader.total, Progress()
     for i, rec in enumerate(reader.records(), 1):
@@ -140,11 +142,12 @@ class ActionSender:
     def __init__(self, config: Config) -> None:
         from confluent_kafka import Producer
 
+        from app.kafka_client import producer_config
+
         self.topics = Topics(config.herald.topic_prefix)
-        # murmur2: the partition the worker's own producer (aiokafka) would pick for the key, so the
-        # action agent's per-partition delivered-keys check sees a replayed duplicate
-        self.producer = Producer({"bootstrap.servers": config.herald.kafka_bootstrap_servers, "acks": "all",
-                                  "enable.idempotence": True, "linger.ms": 5, "partitioner": "murmur2_random"})
+        # murmur2 (producer_config's partitioner): the partition the worker's own producer picks for
+        # the key, so the action agent's per-partition delivered-keys check sees a replayed duplicate
+        self.producer = Producer(producer_config(config.herald, **{"linger.ms": 5}))
         self.errors: list[str] = []
         self.sent: Counter[str] = Counter()
 

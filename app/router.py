@@ -23,7 +23,7 @@ from app.content import Content
 from app.errors import EventError, HeraldError, PolicyError, TemplateError
 from app.messages import ActionMessage
 from app.policy.engine import PolicyEngine, make_engine
-from app.policy.filters import RouteFilters, Verdict
+from app.policy.filters import ROUTES_PACKAGE, RouteFilters, Verdict
 from app.policy.templates import (
     BUILTIN_TEMPLATE_DIR,
     ModuleTemplate,
@@ -117,10 +117,15 @@ class Router:
         self.config = config
         settings = config.herald
         factory = engine_factory or (lambda: make_engine(settings.engine, settings.opa_url))
-        self.filters = RouteFilters(list(config.routes.values()), settings.filters_path, config.rules, factory)
         dirs = [BUILTIN_TEMPLATE_DIR] + [Path(d) for d in settings.template_dirs]
         self.library = TemplateLibrary(dirs, factory)
+        # The embedded engine holds the route filters next to the template library when no library
+        # package is in the filters' namespace: one set_input_json per event serves both.
+        self.shared_engine: Any = self.library.engine if self._can_share(self.library) else None
+        filter_factory = factory if self.shared_engine is None else (lambda: self.shared_engine)
+        self.filters = RouteFilters(list(config.routes.values()), settings.filters_path, config.rules, filter_factory)
         self.aqua_server = config.aqua_server_url
+        self.postee = {"AquaServer": self.aqua_server}
         self.templates: dict[str, Template] = {}
         self.template_errors: dict[str, str] = {}
         used = {r.template for r in config.routes.values()}
@@ -139,6 +144,13 @@ class Router:
         self.config_hash = hashlib.sha256(
             orjson.dumps({"path": config.path, "routes": sorted(config.routes)}, option=orjson.OPT_SORT_KEYS)
         ).hexdigest()[:12]
+
+    @staticmethod
+    def _can_share(library: TemplateLibrary) -> bool:
+        engine = library.engine
+        root, parent = ROUTES_PACKAGE, ROUTES_PACKAGE.rsplit(".", 1)[0]
+        return (getattr(engine, "kind", "") == "embedded" and hasattr(engine, "eval_path_with")
+                and not library.has_package(root) and parent not in library.files)
 
     def _can_aggregate(self, route: Any) -> bool:
         """Aggregation applies when configured and the route's template can aggregate."""
@@ -192,7 +204,13 @@ class Router:
         if only is not None and only not in self.config.routes:
             result.failures.append(RouteFailure(only, f"unknown route {only!r}", "EventError"))
             return result
-        result.verdicts = self.filters.evaluate(raw.decode("utf-8", "replace"), only=only)
+        text = raw.decode("utf-8", "replace")
+        shared = self.shared_engine
+        if shared is not None:
+            shared.set_input_json(text)  # for the filters and the library's templates
+            result.verdicts = self.filters.evaluate_loaded(only=only)
+        else:
+            result.verdicts = self.filters.evaluate(text, only=only)
         render_input: str | None = None
         owners = owners_of(event)
         for route_name, verdict in result.verdicts.items():
@@ -205,10 +223,13 @@ class Router:
                 reason = self.template_errors.get(route.template, "template is not defined")
                 result.failures.append(RouteFailure(route_name, f"template {route.template}: {reason}", "TemplateError"))
                 continue
-            if render_input is None:
-                render_input = self.render_input(event)
             try:
-                content = template.render(render_input)
+                if shared is not None and isinstance(template, PackageTemplate) and template.library is self.library:
+                    content = template.render_loaded(self.postee)
+                else:
+                    if render_input is None:
+                        render_input = self.render_input(event)
+                    content = template.render(render_input)
             except (TemplateError, PolicyError) as exc:
                 result.failures.append(RouteFailure(route_name, str(exc), type(exc).__name__))
                 continue

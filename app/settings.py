@@ -13,6 +13,7 @@ from pydantic import Field, StrictInt, field_validator
 
 from app.configmodel import PosteeModel, PStr, PStrList
 from app.errors import ConfigError
+from app.kafka_client import KafkaSettings
 
 _SIZE = re.compile(r"^(\d+)\s*([kmg]i?b?|b)?$", re.IGNORECASE)
 _SIZE_UNIT = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
@@ -57,6 +58,16 @@ class HeraldSettings(PosteeModel):
         "./rego-filters", description="Directory of route input-files (env REGO_FILTERS_PATH)."
     )
     debug: bool = Field(False, description="Debug logging (env POSTEE_DEBUG=1/true/yes/on).")
+    kafka: KafkaSettings = Field(
+        default_factory=KafkaSettings,
+        description="How every Kafka client connects: security protocol, SASL, TLS, librdkafka properties "
+                    "(env HERALD_KAFKA_*).",
+    )
+
+    @field_validator("kafka", mode="before")
+    @classmethod
+    def _kafka(cls, value: Any) -> Any:
+        return {} if value is None else value
 
     @field_validator("body_limit", mode="before")
     @classmethod
@@ -86,12 +97,28 @@ ENV_OVERRIDES: list[tuple[tuple[str, ...], str]] = [
     (("HERALD_TEMPLATE_DIRS",), "template_dirs"),
     (("REGO_FILTERS_PATH",), "filters_path"),
     (("POSTEE_DEBUG", "AQUAALERT_DEBUG", "HERALD_DEBUG"), "debug"),
+    # herald.kafka: "kafka.<key>" sets herald.kafka.<key>
+    (("HERALD_KAFKA_SECURITY_PROTOCOL",), "kafka.security_protocol"),
+    (("HERALD_KAFKA_SASL_MECHANISM",), "kafka.sasl_mechanism"),
+    (("HERALD_KAFKA_SASL_USERNAME",), "kafka.sasl_username"),
+    (("HERALD_KAFKA_SASL_PASSWORD",), "kafka.sasl_password"),
+    (("HERALD_KAFKA_OAUTHBEARER_CLIENT_ID",), "kafka.oauthbearer_client_id"),
+    (("HERALD_KAFKA_OAUTHBEARER_CLIENT_SECRET",), "kafka.oauthbearer_client_secret"),
+    (("HERALD_KAFKA_OAUTHBEARER_TOKEN_ENDPOINT_URL",), "kafka.oauthbearer_token_endpoint_url"),
+    (("HERALD_KAFKA_OAUTHBEARER_SCOPE",), "kafka.oauthbearer_scope"),
+    (("HERALD_KAFKA_SSL_CA_LOCATION",), "kafka.ssl_ca_location"),
+    (("HERALD_KAFKA_SSL_CERTIFICATE_LOCATION",), "kafka.ssl_certificate_location"),
+    (("HERALD_KAFKA_SSL_KEY_LOCATION",), "kafka.ssl_key_location"),
+    (("HERALD_KAFKA_SSL_KEY_PASSWORD",), "kafka.ssl_key_password"),
+    (("HERALD_KAFKA_SSL_ENDPOINT_IDENTIFICATION",), "kafka.ssl_endpoint_identification"),
 ]
 _INT_KEYS = {"partitions", "replication_factor"}
 _TRUE = {"1", "true", "yes", "on", "debug"}
+_BOOL = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 
 
 def env_overrides(environ: dict[str, str] | None = None) -> dict[str, Any]:
+    """Settings from the environment; ``herald.kafka`` keys come as ``{"kafka": {"sasl-password": ...}}``."""
     env = os.environ if environ is None else environ
     out: dict[str, Any] = {}
     for names, key in ENV_OVERRIDES:
@@ -99,7 +126,15 @@ def env_overrides(environ: dict[str, str] | None = None) -> dict[str, Any]:
             value = env.get(name)
             if value is None or value == "":
                 continue
-            if key in _INT_KEYS:
+            if key.startswith("kafka."):
+                sub = key.removeprefix("kafka.")
+                if sub == "ssl_endpoint_identification":
+                    if value.strip().lower() not in _BOOL:
+                        raise ConfigError(f"expected true or false, got {value!r}", name, value)
+                    out.setdefault("kafka", {})[sub.replace("_", "-")] = _BOOL[value.strip().lower()]
+                else:
+                    out.setdefault("kafka", {})[sub.replace("_", "-")] = value
+            elif key in _INT_KEYS:
                 if not value.strip().isdigit():
                     raise ConfigError(f"expected an integer, got {value!r}", name, value)
                 out[key] = int(value)

@@ -17,7 +17,7 @@ import csv
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -29,6 +29,7 @@ from app.errors import HeraldError, PolicyError
 from app.eventtime import event_time_ns, format_ns, parse_when
 from app.extsort import ExternalSorter
 from app.heraldlog import HeraldLog, load_herald_log, summarize
+from app.kafka_client import client_config
 from app.kafkawindow import Record, WindowReader
 from app.router import EventMeta
 from app.topics import Topics
@@ -151,7 +152,7 @@ def sort_key(row: dict[str, Any]) -> list[Any]:
 
 @dataclass
 class TimelineQuery:
-    bootstrap: str
+    kafka: Mapping[str, Any] | str  # client config (app.kafka_client.client_config)
     topics: Topics
     since_ns: int | None
     until_ns: int | None
@@ -170,7 +171,7 @@ def timeline_rows(q: TimelineQuery, stats: Stats, progress: Progress | None = No
     """The ordered rows of a timeline, streamed."""
     where = WhereFilter(q.where) if q.where else None
     extract = entity_extractor(q.by)
-    reader = WindowReader(q.bootstrap, q.topics.events, _ms(q.since_ns), _ms(q.until_ns))
+    reader = WindowReader(q.kafka, q.topics.events, _ms(q.since_ns), _ms(q.until_ns))
     total = reader.total if q.limit is None else min(reader.total, q.limit)
     sorter = ExternalSorter(run_bytes=q.run_bytes)
     herald_log: HeraldLog | None = None
@@ -188,7 +189,7 @@ def timeline_rows(q: TimelineQuery, stats: Stats, progress: Progress | None = No
             print(f"warning: --where failed on {where.errors} event(s), which were left out: {where.first_error}",
                   file=sys.stderr)
         if q.with_decisions:
-            herald_log = load_herald_log(q.bootstrap, q.topics, _ms(q.since_ns),
+            herald_log = load_herald_log(q.kafka, q.topics, _ms(q.since_ns),
                                          progress.note if progress is not None else None)
             stats.joined = dict(herald_log.counts)
         stats.runs = len(sorter.runs)
@@ -267,7 +268,7 @@ def run_cli(args: argparse.Namespace, config: Config) -> int:
     if args.run_mib < 1:
         raise HeraldError(f"--run-mib must be at least 1, got {args.run_mib}")
     query = TimelineQuery(
-        bootstrap=config.herald.kafka_bootstrap_servers, topics=Topics(config.herald.topic_prefix),
+        kafka=client_config(config.herald), topics=Topics(config.herald.topic_prefix),
         since_ns=since_ns, until_ns=until_ns, where=args.where, by=args.by,
         with_decisions=args.with_decisions, run_bytes=args.run_mib * 1024 * 1024,
     )
@@ -298,10 +299,10 @@ def run_cli(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
-def bench_read(kafka_bootstrap: str, prefix: str, n: int, by: str = "host", run_mib: int = 32) -> float:
+def bench_read(kafka: Mapping[str, Any] | str, prefix: str, n: int, by: str = "host", run_mib: int = 32) -> float:
     """Events per second for a timeline over the first ``n`` events of ``<prefix>events``: read,
     parse, event time, entity, external sort and JSON Lines output (to /dev/null)."""
-    query = TimelineQuery(kafka_bootstrap, Topics(prefix), None, None, by=by, run_bytes=run_mib * 1024 * 1024,
+    query = TimelineQuery(kafka, Topics(prefix), None, None, by=by, run_bytes=run_mib * 1024 * 1024,
                           limit=n)
     stats = Stats()
     started = time.perf_counter()

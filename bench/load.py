@@ -20,7 +20,7 @@ import aiohttp
 import orjson
 import psutil  # type: ignore[import-untyped]
 
-FIXTURES = Path(os.environ.get("HERALD_FIXTURES", "/work/shared/fixtures"))
+FIXTURES = Path(os.environ.get("HERALD_FIXTURES", str(Path(__file__).resolve().parent.parent / "tests" / "fixtures")))
 AQUA = FIXTURES / "postee" / "aqua-input.json"
 TRACEE = FIXTURES / "tracee" / "finding-single.json"
 

@@ -31,7 +31,7 @@ from app.policy.filters import RouteFilters
 from app.policy.opa import OpaEngine, OpaServer
 from app.policy.templates import BUILTIN_TEMPLATE_DIR, PackageTemplate, TemplateLibrary
 
-FIXTURES = Path(os.environ.get("HERALD_FIXTURES", "/work/shared/fixtures"))
+FIXTURES = Path(os.environ.get("HERALD_FIXTURES", str(Path(__file__).resolve().parent.parent / "tests" / "fixtures")))
 EVENT = FIXTURES / "postee" / "aqua-input.json"
 RULE = 'contains(input.image, "all-in-one")'
 TEMPLATES = ("postee.vuls.slack", "postee.rawmessage.json")

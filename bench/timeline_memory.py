@@ -33,7 +33,7 @@ if __package__ in (None, ""):
 import orjson  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = Path("/work/shared/fixtures")
+FIXTURES = ROOT / "tests" / "fixtures"
 
 _MEASURE = """
 import json, resource, sys

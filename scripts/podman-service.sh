@@ -1,7 +1,7 @@
 #!/bin/sh
 # A Docker-API-compatible container engine for the docker action's tests: Podman's API service
 # on a project-local socket, with project-local storage and a busybox image built locally
-# (no registry is reachable). See ../shared/reference/container-engine.md for why each setting.
+# (no registry is reachable).
 #
 #   scripts/podman-service.sh start   install what is missing, import busybox, start the service
 #   scripts/podman-service.sh stop    stop the service this script started (by its recorded PID)

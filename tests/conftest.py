@@ -37,6 +37,25 @@ def kafka() -> Iterator[LocalKafka]:
             shutil.rmtree(state, ignore_errors=True)
 
 
+@pytest.fixture(scope="session")
+def secure_kafka() -> Iterator[LocalKafka]:
+    """A second broker whose client listener is SASL_SSL with SCRAM-SHA-512 (``client_settings()``
+    is its ``herald.kafka`` block, ``client_config()`` a librdkafka config)."""
+    state = Path(tempfile.mkdtemp(prefix="herald-test-kafka-secured-"))
+    broker = LocalKafka(state, port=free_port(), controller_port=free_port(), secured=True, internal_port=free_port())
+    try:
+        broker.start(timeout=120)
+    except Exception as exc:  # noqa: BLE001
+        log = (state / "kafka.log").read_text(errors="replace")[-3000:] if (state / "kafka.log").exists() else ""
+        pytest.fail(f"the secured test Kafka broker could not start: {exc}\n{log}", pytrace=False)
+    try:
+        yield broker
+    finally:
+        broker.stop()
+        if not os.environ.get("HERALD_KEEP_TEST_STATE"):
+            shutil.rmtree(state, ignore_errors=True)
+
+
 @pytest.fixture
 def fixtures() -> Path:
     return FIXTURES

@@ -9,6 +9,14 @@
 
 Every Herald instance gets its own topic prefix and consumer group, so tests never see each
 other's events on the shared broker.
+
+What fails a test besides its own asserts:
+
+- ``Herald.__exit__``: a process that exited non-zero on its own, or did not exit 0 on SIGTERM
+  (processes the test SIGKILLed are exempt), and any ``Traceback (most recent call last)`` in a
+  process log the test did not declare with ``expect_traceback(text)``;
+- ``Sink.__exit__``: a request no expectation (``sink.expect``, ``sink.script``) allowed;
+- ``read_topic(suffix, min_count=n)`` / ``wait_record(...)`` that time out.
 """
 
 from __future__ import annotations
@@ -35,7 +43,8 @@ import yaml
 from aiohttp import web
 
 ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = Path(os.environ.get("HERALD_FIXTURES", "/work/shared/fixtures"))
+FIXTURES = Path(os.environ.get("HERALD_FIXTURES", str(ROOT / "tests" / "fixtures")))
+TRACEBACK = "Traceback (most recent call last)"
 
 
 def free_port() -> int:
@@ -67,11 +76,57 @@ class Recorded:
 
 
 @dataclass
+class Expectation:
+    """What a test expects on one path of a ``Sink``: ``None`` accepts anything."""
+
+    method: str | None = "POST"
+    content_type: str | None = None  # media type, parameters (charset) ignored
+    json: bool = False  # the body must parse as JSON
+    headers: dict[str, str] = field(default_factory=dict)  # exact values
+
+    def problem(self, method: str, headers: Any, body: bytes) -> tuple[int, str] | None:
+        """(4xx status, reason) of a request that does not match, else None."""
+        if self.method is not None and method != self.method.upper():
+            return 405, f"method {method}, expected {self.method.upper()}"
+        media = (headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if self.content_type is not None and media != self.content_type.lower():
+            return 415, f"Content-Type {headers.get('Content-Type')!r}, expected {self.content_type}"
+        for name, value in self.headers.items():
+            if headers.get(name) != value:
+                return 400, f"header {name}: {headers.get(name)!r}, expected {value!r}"
+        if self.json:
+            try:
+                json.loads(body)
+            except ValueError as exc:
+                return 400, f"body is not JSON ({exc}): {body[:200]!r}"
+        return None
+
+
+@dataclass
+class Unexpected:
+    method: str
+    path: str
+    reason: str
+    headers: dict[str, str]
+    body: bytes
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.path}: {self.reason} (body {self.body[:200]!r})"
+
+
+@dataclass
 class Sink:
-    """An HTTP server on 127.0.0.1 that records every request and answers from a script per path."""
+    """An HTTP server on 127.0.0.1 that records every request and answers from a script per path.
+
+    Without expectations it accepts anything. Once a path is declared (``expect`` or ``script``),
+    every request must match one: a request to an undeclared path, with another method or
+    Content-Type, or a body that is not JSON where JSON is expected, gets a 4xx answer, goes to
+    ``unexpected`` (not to ``requests``), and fails the test at ``__exit__``."""
 
     port: int = field(default_factory=free_port)
     requests: dict[str, list[Recorded]] = field(default_factory=lambda: defaultdict(list))
+    unexpected: list[Unexpected] = field(default_factory=list)
+    expectations: dict[str, Expectation] = field(default_factory=dict)
     _scripts: dict[str, list[Any]] = field(default_factory=dict)
     _default: dict[str, Any] = field(default_factory=dict)
     _held: dict[str, asyncio.Event] = field(default_factory=dict)
@@ -81,11 +136,19 @@ class Sink:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def script(self, path: str, statuses: list[Any], then: Any = 200) -> None:
+    def expect(self, path: str, method: str | None = "POST", content_type: str | None = None,
+               json: bool = False, headers: dict[str, str] | None = None) -> None:
+        """Requests on ``path`` must use ``method``, have ``content_type`` (media type) and the
+        ``headers`` given, and with ``json=True`` a JSON body. ``None`` accepts any."""
+        self.expectations[path] = Expectation(method, content_type, json, dict(headers or {}))
+
+    def script(self, path: str, statuses: list[Any], then: Any = 200, method: str = "POST") -> None:
         """Answer ``path`` with ``statuses`` in order, then ``then`` forever. A status may be a
-        tuple ``(status, headers)``."""
+        tuple ``(status, headers)``. Declares ``expect(path, method)`` unless ``path`` has an
+        expectation already."""
         self._scripts[path] = list(statuses)
         self._default[path] = then
+        self.expectations.setdefault(path, Expectation(method))
 
     def hold_next(self, path: str) -> None:
         """Keep the next request on ``path`` unanswered until ``release(path)`` (others are answered)."""
@@ -95,9 +158,22 @@ class Sink:
     def release(self, path: str) -> None:
         self._loop.call_soon_threadsafe(self._held.pop(path).set)
 
+    def _problem(self, method: str, path: str, headers: Any, body: bytes) -> tuple[int, str] | None:
+        if not self.expectations:
+            return None
+        expectation = self.expectations.get(path)
+        if expectation is None:
+            return 404, f"no expectation for {path} (expected paths: {sorted(self.expectations)})"
+        return expectation.problem(method, headers, body)
+
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.read()
         path = request.path
+        problem = self._problem(request.method, path, request.headers, body)
+        if problem is not None:
+            status, reason = problem
+            self.unexpected.append(Unexpected(request.method, path, reason, dict(request.headers), body))
+            return web.Response(status=status, text=f"sink: unexpected request: {reason}")
         self.requests[path].append(Recorded(request.method, path, dict(request.headers), body, time.time()))
         if path in self._hold_next:
             self._hold_next.discard(path)
@@ -125,27 +201,76 @@ class Sink:
         assert started.wait(10), "sink did not start"
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         fut = asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop)
         fut.result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
         self._loop.close()
+        if self.unexpected:
+            report = f"the sink got {len(self.unexpected)} unexpected request(s):\n" + "\n".join(
+                f"  {u}" for u in self.unexpected[:20])
+            _fail_unless_failing(report, exc)
 
     def count(self, path: str) -> int:
         return len(self.requests.get(path, []))
 
     def wait_for(self, path: str, n: int, timeout: float = 60.0) -> list[Recorded]:
-        wait_until(lambda: self.count(path) >= n, timeout, f"{n} request(s) on {path} (got {self.count(path)})")
+        def enough() -> bool:
+            if self.unexpected:
+                raise AssertionError(f"unexpected request(s) while waiting for {path}: "
+                                     + "; ".join(str(u) for u in self.unexpected[:5]))
+            return self.count(path) >= n
+
+        wait_until(enough, timeout, f"{n} request(s) on {path} (got {self.count(path)})")
         return self.requests[path]
+
+
+def _fail_unless_failing(report: str, exc: BaseException | None) -> None:
+    """Raise ``report`` as the test's failure, or, while ``exc`` already propagates, add it to
+    that exception as a note (raising would hide the original failure)."""
+    if exc is None:
+        raise AssertionError(report)
+    exc.add_note(report)
+
+
+def traceback_groups(text: str) -> list[str]:
+    """Each traceback in a log, with the log line before it and chained tracebacks ("During
+    handling of the above exception ...") in the same group, up to its exception line."""
+    lines = text.splitlines()
+    groups: list[str] = []
+    i = 0
+    while i < len(lines):
+        if TRACEBACK not in lines[i]:
+            i += 1
+            continue
+        start = max(0, i - 1)
+        while True:  # one traceback: header, indented frames, then the exception line
+            i += 1
+            while i < len(lines) and (lines[i].startswith((" ", "\t")) or not lines[i].strip()):
+                i += 1
+            i += 1  # the exception line
+            j = i
+            while j < len(lines) and not lines[j].strip():
+                j += 1
+            if j < len(lines) and lines[j].startswith(("During handling of the above", "The above exception")):
+                i = j + 1
+                while i < len(lines) and TRACEBACK not in lines[i]:
+                    i += 1
+                if i < len(lines):
+                    continue
+            break
+        groups.append("\n".join(lines[start:i]))
+    return groups
 
 
 class Herald:
     """Herald bridge and worker as subprocesses of this test, on the session broker."""
 
     def __init__(self, kafka: Any, cfg: dict[str, Any], workdir: Path, bridge: bool = True, workers: int = 1,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, expect_tracebacks: tuple[str, ...] = ()) -> None:
         self.kafka = kafka
+        self.expected_tracebacks: list[str] = list(expect_tracebacks)
         self.workdir = workdir
         self.prefix = f"t{uuid.uuid4().hex[:8]}."
         self.port = free_port()
@@ -155,6 +280,8 @@ class Herald:
         herald.setdefault("consumer-group", f"herald-{self.prefix.rstrip('.')}")
         herald.setdefault("partitions", 3)
         herald["kafka-bootstrap-servers"] = kafka.bootstrap
+        if getattr(kafka, "client_settings", None) and kafka.client_settings():  # a secured broker
+            herald.setdefault("kafka", kafka.client_settings())
         herald["http-listen"] = f"127.0.0.1:{self.port}"
         cfg["herald"] = herald
         self.prefix = herald["topic-prefix"]
@@ -167,6 +294,15 @@ class Herald:
         self.n_workers = workers
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.logs: dict[str, Path] = {}
+        # every process started, by name (a restarted worker keeps its name), and how the test
+        # stopped it: the signal sent, or None while it is running or when it exited on its own
+        self.spawned: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.stopped_with: dict[subprocess.Popen[bytes], int] = {}
+        self.stop_problems: list[str] = []
+
+    def expect_traceback(self, text: str) -> None:
+        """Tracebacks in the process logs that contain ``text`` do not fail the test."""
+        self.expected_tracebacks.append(text)
 
     # -- processes ----------------------------------------------------------------------------
     def _spawn(self, name: str, command: str) -> subprocess.Popen[bytes]:
@@ -178,6 +314,7 @@ class Herald:
                 cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             )
         self.procs[name] = proc
+        self.spawned.append((name, proc))
         return proc
 
     def log_text(self, name: str) -> str:
@@ -212,15 +349,49 @@ class Herald:
         wait_until(ready, 60, "the bridge to be ready")
 
     def stop(self, name: str, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int | None:
+        """Send ``sig`` and wait for the exit code. After SIGTERM the process must exit 0 within
+        ``timeout`` (else it is killed and the test fails at ``__exit__``); a process that had
+        already exited is checked as one that died on its own."""
         proc = self.procs.get(name)
-        if proc is None or proc.poll() is not None:
-            return proc.returncode if proc else None
+        if proc is None:
+            return None
+        return self._stop(name, proc, sig, timeout)
+
+    def _stop(self, name: str, proc: subprocess.Popen[bytes], sig: int, timeout: float) -> int | None:
+        if proc.poll() is not None:
+            return proc.returncode
+        self.stopped_with[proc] = sig
         proc.send_signal(sig)
         try:
             return proc.wait(timeout)
         except subprocess.TimeoutExpired:
+            self.stop_problems.append(f"{name} (pid {proc.pid}) did not exit within {timeout:.0f}s of "
+                                      f"signal {signal.Signals(sig).name}; killed")
             proc.kill()
             return proc.wait(10)
+
+    def problems(self) -> list[str]:
+        """Exit codes and unexpected tracebacks of every process so far, as failure reports."""
+        out = list(self.stop_problems)
+        for name, proc in self.spawned:
+            code = proc.poll()
+            sig = self.stopped_with.get(proc)
+            if code is None or sig == signal.SIGKILL or code == 0:
+                continue
+            how = (f"exited with {code} after {signal.Signals(sig).name}" if sig is not None
+                   else f"exited on its own with {code}")
+            out.append(f"{name} (pid {proc.pid}) {how}; log tail:\n{self.log_text(name)[-3000:]}")
+        for name in dict.fromkeys(n for n, _ in self.spawned):
+            text = self.log_text(name)
+            if TRACEBACK not in text:
+                continue
+            groups = [g for g in traceback_groups(text) if not any(e in g for e in self.expected_tracebacks)]
+            if groups:
+                shown = "\n----\n".join(g[-2500:] for g in groups[:3])
+                out.append(f"{len(groups)} unexpected traceback(s) in the {name} log {self.logs[name]} "
+                           f"(declare expected ones with expect_traceback(text)):\n{shown}\n"
+                           f"log tail:\n{text[-2000:]}")
+        return out
 
     def __enter__(self) -> Herald:
         try:
@@ -230,14 +401,17 @@ class Herald:
                 self.start_bridge()
             for i in range(self.n_workers):
                 self.wait_worker_ready("worker" if i == 0 else f"worker{i}")
-        except BaseException:
-            self.__exit__(None, None, None)
+        except BaseException as exc:
+            self.__exit__(type(exc), exc, None)
             raise
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        for name in list(self.procs):
-            self.stop(name)
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        for name, proc in self.spawned:  # also a process the test replaced without stopping it
+            self._stop(name, proc, signal.SIGTERM, 30.0)
+        problems = self.problems()
+        if problems:
+            _fail_unless_failing(f"Herald processes ({self.prefix}) failed:\n\n" + "\n\n".join(problems), exc)
 
     # -- HTTP ---------------------------------------------------------------------------------
     @property
@@ -269,27 +443,63 @@ class Herald:
 
     # -- topics -------------------------------------------------------------------------------
     def read_topic(self, suffix: str, min_count: int = 0, timeout: float = 30.0) -> list[dict[str, Any]]:
-        """All JSON records on ``<prefix><suffix>`` (waits until at least ``min_count``)."""
+        """All JSON records on ``<prefix><suffix>``: read once (``min_count=0``), or read until
+        there are at least ``min_count``; AssertionError after ``timeout`` seconds."""
         return [json.loads(value) for _, _, value in self.read_positions(suffix, min_count, timeout)]
 
     def read_positions(self, suffix: str, min_count: int = 0,
                        timeout: float = 30.0) -> list[tuple[int, int, bytes]]:
-        """(partition, offset, value) of every record on ``<prefix><suffix>``."""
+        """(partition, offset, value) of every record on ``<prefix><suffix>``, as ``read_topic``."""
         from app.kafkawindow import WindowReader
 
+        topic = self.prefix + suffix
         deadline = time.time() + timeout
         while True:
-            records = [(r.partition, r.offset, r.value)
-                       for r in WindowReader(self.kafka.bootstrap, self.prefix + suffix, None, None)]
-            if len(records) >= min_count or time.time() > deadline:
+            reader = WindowReader(self.kafka.client_config(), topic, None, None)
+            records = [(r.partition, r.offset, r.value) for r in reader]
+            if len(records) >= min_count:
                 return records
+            if time.time() > deadline:
+                raise AssertionError(f"{topic}: wanted at least {min_count} record(s) within {timeout:.0f}s, "
+                                     f"got {len(records)}")
             time.sleep(0.5)
+
+    def wait_record(self, suffix: str, predicate: Callable[[dict[str, Any]], bool], timeout: float = 30.0,
+                    what: str = "a matching record", count: int = 1) -> list[dict[str, Any]]:
+        """The records on ``<prefix><suffix>`` for which ``predicate`` holds, once there are at
+        least ``count``; AssertionError naming ``what`` after ``timeout`` seconds."""
+        topic = self.prefix + suffix
+        deadline = time.time() + timeout
+        while True:
+            records = self.read_topic(suffix)
+            matching = [r for r in records if predicate(r)]
+            if len(matching) >= count:
+                return matching
+            if time.time() > deadline:
+                raise AssertionError(f"{topic}: timed out after {timeout:.0f}s waiting for {count} x {what}; "
+                                     f"{len(matching)} matching among {len(records)} record(s)")
+            time.sleep(0.5)
+
+    def wait_decision(self, event_id: str, timeout: float = 30.0) -> dict[str, Any]:
+        """The router's decision record of ``event_id`` (routes matched and why, actions sent)."""
+        return self.wait_record("decisions", lambda d: d.get("event_id") == event_id and "routes" in d,
+                                timeout, f"the decision on event {event_id}")[0]
+
+    def wait_deliveries(self, event_id: str, action: str, count: int = 1, outcome: str | None = "delivered",
+                        timeout: float = 30.0) -> list[dict[str, Any]]:
+        """Delivery attempt records of ``event_id`` by ``action`` (with ``outcome`` unless None)."""
+        def mine(d: dict[str, Any]) -> bool:
+            return d.get("event_id") == event_id and d.get("action") == action and (
+                outcome is None or d.get("outcome") == outcome)
+
+        return self.wait_record("deliveries", mine, timeout,
+                                f"{outcome or 'any'} deliveries of event {event_id} by {action}", count)
 
     def committed(self, suffix: str, partitions: int) -> list[int]:
         """The consumer group's committed offset of each partition of ``<prefix><suffix>`` (-1: none)."""
         from confluent_kafka import Consumer, TopicPartition
 
-        consumer = Consumer({"bootstrap.servers": self.kafka.bootstrap,
+        consumer = Consumer({**self.kafka.client_config(),
                              "group.id": f"herald-{self.prefix.rstrip('.')}", "enable.auto.commit": False})
         try:
             tps = consumer.committed([TopicPartition(self.prefix + suffix, p) for p in range(partitions)], timeout=10)

@@ -74,6 +74,8 @@ class Posted:
 @pytest.fixture(scope="module")
 def sink() -> Iterator[Sink]:
     with Sink() as s:
+        for path in ("/tracee", "/falco", "/bad400", "/archive"):
+            s.expect(path, method="POST", content_type="application/json", json=True)
         s.script("/bad400", [], then=400)
         yield s
 
@@ -286,7 +288,7 @@ def test_timeline_spilled_to_many_sorted_runs_gives_the_same_rows(live: tuple[He
 
     def read(run_bytes: int) -> tuple[list[str], Stats]:
         stats = Stats()
-        query = TimelineQuery(herald.kafka.bootstrap, Topics(herald.prefix), None, None, by="host",
+        query = TimelineQuery(herald.kafka.client_config(), Topics(herald.prefix), None, None, by="host",
                               run_bytes=run_bytes)
         return [r["event_id"] for r in timeline_rows(query, stats)], stats
 

@@ -1,17 +1,19 @@
-"""No acknowledged event is lost: across worker restarts and a broker outage (real processes, real broker)."""
+"""No acknowledged event is lost: across worker restarts and a broker outage (real processes, real broker).
+
+Crash tests count exactly: every acknowledged event reaches the sink (lost = 0), nothing that was
+never posted does, and duplicates stay within a bound each test states and explains."""
 
 from __future__ import annotations
 
-import json
 import signal
 import tempfile
-import threading
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 
 from app.kafka_local import LocalKafka
+from tests.accounting import CONCURRENCY, assert_counts, wait_all_delivered
 from tests.harness import Herald, Sink, free_port, wait_until
 
 
@@ -21,12 +23,8 @@ def config(sink: Sink) -> dict[str, Any]:
         "templates": [{"name": "raw-json", "rego-package": "postee.rawmessage.json"}],
         "actions": [{"name": "sink", "type": "webhook", "enable": True, "url": sink.url + "/events",
                      "retry-initial-backoff": "0.1s", "retry-max-backoff": "1s", "retry-deadline": "5m",
-                     "retry-max-attempts": 100}],
+                     "retry-max-attempts": 100, "concurrency": CONCURRENCY}],
     }
-
-
-def delivered_ids(sink: Sink) -> list[int]:
-    return [json.loads(r.body)["n"] for r in sink.requests.get("/events", [])]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
@@ -41,12 +39,19 @@ def test_worker_restart_midway_loses_nothing(kafka: Any, tmp_path: Path, sig: in
             status, body = herald.post({"n": i})
             assert status == 200, body
             accepted.append(i)
-        wait_until(lambda: set(delivered_ids(sink)) >= set(accepted), 120,
-                   f"all {n} events delivered (have {len(set(delivered_ids(sink)))})")
-        got = delivered_ids(sink)
-        assert set(got) == set(range(n))
-        duplicates = len(got) - len(set(got))
-        print(f"\n{sig!s}: {n} events, {duplicates} redelivered after the restart")
+        got = wait_all_delivered(sink, "/events", accepted, 120)
+        if sig == signal.SIGTERM:
+            # A clean stop must not leave a delivery done at the sink but unrecorded: the worker
+            # finishes what it is delivering and writes its delivered keys and offsets before it
+            # exits, so the next worker delivers nothing twice.
+            bound, why = 0, "SIGTERM is a clean stop"
+        else:
+            # The killed worker may have had up to CONCURRENCY deliveries done at the sink whose
+            # delivered-key records were not written yet; the new worker delivers them again.
+            bound, why = CONCURRENCY, "deliveries in flight in the one worker killed"
+        duplicates = assert_counts(got, accepted, bound, why)
+        print(f"\n{signal.Signals(sig).name}: {n} events, 0 lost, {duplicates} redelivered after the restart "
+              f"(bound {bound})")
 
 
 @pytest.fixture
@@ -63,19 +68,26 @@ def own_broker() -> Iterator[LocalKafka]:
 
 def test_broker_outage_gives_503_and_loses_no_acknowledged_event(own_broker: LocalKafka, tmp_path: Path) -> None:
     with Sink() as sink, Herald(own_broker, config(sink), tmp_path) as herald:
+        acknowledged = []
         for i in range(20):
-            assert herald.post({"n": i})[0] == 200
+            status, body = herald.post({"n": i})
+            assert status == 200, body
+            acknowledged.append(i)
         own_broker.kill()
         wait_until(lambda: herald.get("/readyz")[0] == 503, 30, "/readyz to report Kafka down")
         status, body = herald.post({"n": 999})
         assert status == 503 and "retry" in body["error"].lower()
         own_broker.start(timeout=120)
         wait_until(lambda: herald.get("/readyz")[0] == 200, 60, "/readyz to recover")
-        acknowledged = list(range(20))
         for i in range(20, 40):
-            status, _ = herald.post({"n": i})
-            assert status == 200
+            status, body = herald.post({"n": i})
+            assert status == 200, body
             acknowledged.append(i)
-        wait_until(lambda: set(delivered_ids(sink)) >= set(acknowledged), 120,
-                   f"every acknowledged event delivered (have {sorted(set(delivered_ids(sink)))})")
-        assert 999 not in delivered_ids(sink)
+        got = wait_all_delivered(sink, "/events", acknowledged, 120)
+        # No process dies here, but the worker may lose its group membership and read again what it
+        # had not committed when the broker went away. What it delivered before is suppressed by
+        # the delivered keys, except the deliveries in flight at the outage (at most CONCURRENCY),
+        # whose delivered-key records could not be written while the broker was down.
+        # 999 was answered 503: it must never be delivered (posted = the acknowledged events only).
+        duplicates = assert_counts(got, acknowledged, CONCURRENCY, "deliveries in flight when the broker died")
+        print(f"\nbroker outage: {len(acknowledged)} acknowledged, 0 lost, {duplicates} duplicates")

@@ -10,6 +10,8 @@ from tests.harness import FIXTURES, Herald, Sink
 
 def test_retry_after_is_honoured_and_a_400_is_dead_lettered_with_the_peer_error(kafka: Any, tmp_path: Path) -> None:
     sink = Sink()
+    for path in ("/slack-429", "/slack-400"):
+        sink.expect(path, method="POST", content_type="application/json", json=True)
     sink.script("/slack-429", [(429, {"Retry-After": "1"})], then=200)
     sink.script("/slack-400", [], then=400)
     fast = {"retry-initial-backoff": "0.01s", "retry-max-backoff": "0.05s"}
@@ -22,13 +24,15 @@ def test_retry_after_is_honoured_and_a_400_is_dead_lettered_with_the_peer_error(
         ],
     }
     with sink, Herald(kafka, cfg, tmp_path) as herald:
-        assert herald.post((FIXTURES / "postee" / "aqua-input.json").read_bytes())[0] == 200
+        status, body = herald.post((FIXTURES / "postee" / "aqua-input.json").read_bytes())
+        assert status == 200
+        herald.wait_deliveries(body["event_id"], "limited")  # after the 429, then the 200
         got = sink.wait_for("/slack-429", 2)
         dead = herald.read_topic("dlq.broken", min_count=1)
         assert len(got) == 2
         assert got[1].at - got[0].at >= 1.0  # waited for Retry-After, not the 10 ms backoff
         assert got[0].json() == got[1].json() and got[1].json()["blocks"][0]["type"] == "section"
-        attempts = [d for d in herald.read_topic("deliveries", min_count=3) if d["action"] == "limited"]
+        attempts = herald.wait_deliveries(body["event_id"], "limited", count=2, outcome=None)
         assert [d["outcome"] for d in attempts] == ["failed", "delivered"] and attempts[0]["status"] == 429
         assert len(dead) == 1 and dead[0]["status"] == 400 and dead[0]["attempts"] == 1
         assert "sink error 400" in dead[0]["error"]  # the peer's own error text

@@ -39,7 +39,7 @@ def test_batch_is_oldest_first_keeps_owners_and_has_a_stable_id() -> None:
 def test_delivered_keys_are_bounded_oldest_first() -> None:
     from app.delivered import DeliveredKeys
 
-    keys = DeliveredKeys("127.0.0.1:1", "unused", max_keys=3)
+    keys = DeliveredKeys({"bootstrap.servers": "127.0.0.1:1"}, "unused", max_keys=3)
     for i in range(5):
         keys.mark(0, f"k{i}", now=1000.0 + i)
     assert [keys.seen(0, f"k{i}") for i in range(5)] == [False, False, True, True, True]

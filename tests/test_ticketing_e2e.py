@@ -133,7 +133,7 @@ def wait_or_explain(herald: Herald, predicate: Any, what: str, actions: list[str
     try:
         wait_until(predicate, 60, what)
     except AssertionError as exc:
-        dead = {a: [d.get("error") for d in herald.read_topic(f"dlq.{a}", timeout=1)] for a in actions}
+        dead = {a: [d.get("error") for d in herald.read_topic(f"dlq.{a}")] for a in actions}
         raise AssertionError(f"{exc}; dead letters: {dead}") from None
 
 
@@ -145,10 +145,12 @@ def test_trivy_scan_opens_a_jira_issue_and_bad_credentials_dead_letter(herald: H
     assert fields["summary"] == "pom.xml vulnerability scan report"
     assert fields["labels"] == ["trivy"] and fields["project"] == {"id": fakes.jira.project_id}
     assert fields["description"]
-    [dead] = herald.read_topic("dlq.e2e-jira-badauth", min_count=1)
+    [dead] = herald.wait_record("dlq.e2e-jira-badauth", lambda d: d.get("event_id") == body["event_id"],
+                                what="the bad-auth action's dead letter of the scan")
     assert (dead["status"], dead["attempts"], dead["error_type"]) == (401, 1, "PermanentActionError")
     assert dead["event_id"] == body["event_id"]
     assert BAD_JIRA_PASSWORD not in json.dumps(dead)
+    herald.wait_deliveries(body["event_id"], "e2e-jira")
     assert herald.read_topic("dlq.e2e-jira") == []
 
 

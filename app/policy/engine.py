@@ -22,6 +22,7 @@ from app.errors import PolicyError
 
 _BACKTRACE = re.compile(r"\n*Stack backtrace:.*", re.DOTALL)
 _DATA_PATH = re.compile(r"data(\.[A-Za-z_][A-Za-z0-9_]*)+")
+_INPUT_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def clean_error(exc: BaseException) -> str:
@@ -95,21 +96,40 @@ class EmbeddedEngine:
         exprs = rows[0].get("expressions") or []
         return exprs[0].get("value") if exprs else None
 
-    def _doc_rule(self, path: str) -> str | None:
-        """A rule whose value is ``[document at path]`` (``[]`` when undefined), added once per path.
+    def eval_path_with(self, path: str, input_key: str, value: Any) -> Any:
+        """``eval_path`` with ``input.<input_key>`` replaced by ``value`` (Rego's ``with``): the
+        document for the input ``{**input, input_key: value}`` without setting that input, so one
+        ``set_input_json`` serves queries on the event and on the event with a key added."""
+        if not _INPUT_KEY.fullmatch(input_key):
+            raise PolicyError(f"not an input key: {input_key!r}", path)
+        query = f"{path} with input.{input_key} as {orjson.dumps(value).decode()}"
+        rule = self._doc_rules.get(query) if query in self._doc_rules else self._doc_rule(query, path)
+        try:
+            if rule is not None:
+                values = orjson.loads(self._engine.eval_rule_as_json(rule))
+                return values[0] if values else None
+            result = orjson.loads(self._engine.eval_query_as_json(f"x := {query}"))
+        except RuntimeError as exc:
+            raise PolicyError(clean_error(exc), path) from None
+        rows = result.get("result") or []
+        return rows[0].get("bindings", {}).get("x") if rows else None
+
+    def _doc_rule(self, query: str, path: str | None = None) -> str | None:
+        """A rule whose value is ``[document at path]`` (``[]`` when undefined), added once per
+        query (a path, or a path ``with`` an input key replaced).
 
         regorus parses and plans a query on every ``eval_query``, at ~1 us per module in the
         engine (~100 us per render in the template library); a rule is planned once.
         """
         rule: str | None = None
-        if _DATA_PATH.fullmatch(path):
+        if _DATA_PATH.fullmatch(path if path is not None else query):
             package = f"heraldeval.doc{len(self._doc_rules)}"
             try:
-                self._engine.add_policy(f"{package}.rego", f"package {package}\n\nvalue := [x | x := {path}]\n")
+                self._engine.add_policy(f"{package}.rego", f"package {package}\n\nvalue := [x | x := {query}]\n")
                 rule = f"data.{package}.value"
             except RuntimeError:
                 rule = None  # evaluate this path as a query
-        self._doc_rules[path] = rule
+        self._doc_rules[query] = rule
         return rule
 
     def eval_rule(self, path: str) -> Any:

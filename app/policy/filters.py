@@ -24,6 +24,7 @@ from app.policy.engine import PolicyEngine, make_engine
 log = logging.getLogger("herald.filters")
 
 BUILTIN_FILTER_DIR = Path(__file__).resolve().parent.parent / "rego" / "filters"
+ROUTES_PACKAGE = "herald.routes"  # each route's filter is the package herald.routes.r<i>
 _PACKAGE = re.compile(r"^(\s*package\s+)postee\b", re.MULTILINE)
 _DATA_REF = re.compile(r"\bdata\.postee\b")
 
@@ -66,7 +67,7 @@ class RouteFilters:
         self.rules: dict[str, RouteRule] = {}
         problems: list[str] = []
         for i, route in enumerate(routes):
-            package = f"herald.routes.r{i}"
+            package = f"{ROUTES_PACKAGE}.r{i}"
             try:
                 self.rules[route.name] = self._compile(route, package, filters_path, rules or {})
             except (PolicyError, ConfigError) as exc:
@@ -96,6 +97,14 @@ class RouteFilters:
 
     def evaluate(self, event_json: str, only: str | None = None) -> dict[str, Verdict]:
         """Verdict per route for one event: one ``set_input`` and (normally) one query."""
+        return self._evaluate(event_json, only)
+
+    def evaluate_loaded(self, only: str | None = None) -> dict[str, Verdict]:
+        """``evaluate`` on the input already set on the engine (an engine the router shares with
+        the template library sets the event once for both)."""
+        return self._evaluate(None, only)
+
+    def _evaluate(self, event_json: str | None, only: str | None) -> dict[str, Verdict]:
         rules = [self.rules[only]] if only is not None else list(self.rules.values())
         out: dict[str, Verdict] = {}
         evaluated = [r for r in rules if r.kind != "all"]
@@ -104,9 +113,10 @@ class RouteFilters:
                 out[r.route] = Verdict(True, "no rule: matches every event")
         if not evaluated:
             return out
-        self.engine.set_input_json(event_json)
+        if event_json is not None:
+            self.engine.set_input_json(event_json)
         try:
-            tree = self.engine.eval_path("data.herald.routes") or {}
+            tree = self.engine.eval_path(f"data.{ROUTES_PACKAGE}") or {}
         except PolicyError:
             tree = None  # one route failed: evaluate them one by one to isolate it
         for r in evaluated:

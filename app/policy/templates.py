@@ -115,6 +115,11 @@ class TemplateLibrary:
         self.engine.set_input_json(input_json)
         return self.engine.eval_path(f"data.{package}")
 
+    def evaluate_loaded(self, package: str, postee: dict[str, Any]) -> Any:
+        """``data.<package>`` for the input already set on the engine with ``input.postee``
+        replaced by ``postee``: what ``evaluate`` gives for ``{**event, "postee": postee}``."""
+        return self.engine.eval_path_with(f"data.{package}", "postee", postee)
+
 
 class PackageTemplate:
     """``rego-package``: a package of the library."""
@@ -131,7 +136,14 @@ class PackageTemplate:
         self._aggregation_pkg: str | None = None
 
     def render(self, event_json: str) -> Content:
-        result = self.library.evaluate(self.package, event_json)
+        return self._content(self.library.evaluate(self.package, event_json))
+
+    def render_loaded(self, postee: dict[str, Any]) -> Content:
+        """``render`` of the event already set as the library engine's input, with ``postee``
+        injected (the router sets the event once for the route filters and the templates)."""
+        return self._content(self.library.evaluate_loaded(self.package, postee))
+
+    def _content(self, result: Any) -> Content:
         if result is None:
             raise TemplateError(f"package {self.package} produced no result for this event", self.name)
         if isinstance(result, dict) and isinstance(result.get("aggregation_pkg"), str):

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 from typing import Any
 
 from app.content import Content
 from app.messages import ActionMessage
-
-FIXTURES = Path(os.environ.get("HERALD_FIXTURES", "/work/shared/fixtures"))
+from tests.harness import FIXTURES
 
 
 def fixture(name: str) -> dict[str, Any]:

@@ -19,8 +19,9 @@ from actions._http import HttpRequest
 from app.configmodel import validate_model
 from app.content import Content
 from app.messages import ActionMessage
+from tests.harness import FIXTURES
 
-FIXTURES = Path(os.environ.get("HERALD_FIXTURES", "/work/shared/fixtures"))
+__all__ = ["FIXTURES"]  # test modules import it from here
 GOLDENS = Path(__file__).parent / "goldens"
 FIXED_TIME = 1767225600.0  # 2026-01-01T00:00:00Z
 
@@ -138,12 +139,14 @@ def request_as_json(req: HttpRequest) -> dict[str, Any]:
 
 
 def assert_golden(name: str, document: Any) -> None:
-    """Compare ``document`` with goldens/<name>.json; HERALD_UPDATE_GOLDENS=1 rewrites the file."""
+    """Compare ``document`` with goldens/<name>.json. With HERALD_UPDATE_GOLDENS=1 a golden that
+    differs (or is missing) is rewritten and the test fails with "golden updated: <path>, re-run"."""
     path = GOLDENS / f"{name}.json"
     text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
-    if os.environ.get("HERALD_UPDATE_GOLDENS") == "1":
+    if os.environ.get("HERALD_UPDATE_GOLDENS") == "1" and (
+            not path.exists() or json.loads(path.read_text()) != json.loads(text)):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
-        return
+        raise AssertionError(f"golden updated: {path}, re-run")
     assert path.exists(), f"golden {path} is missing; run with HERALD_UPDATE_GOLDENS=1 to create it"
     assert json.loads(path.read_text()) == json.loads(text), f"payload differs from golden {path}"

@@ -96,6 +96,7 @@ def stage(kafka: Any, docker_host: str, tmp_path_factory: pytest.TempPathFactory
     kubeconfig = kube.write_kubeconfig(workdir / "kubeconfig")
     try:
         with Sink() as sink:
+            sink.expect("/enforce", method="POST", json=True, headers={"X-Herald": "e2e"})
             cfg = enforcement_config(kubeconfig, docker_host, sink, out)
             with Herald(kafka, cfg, workdir) as herald:
                 yield Stage(herald, kube, sink, out)
@@ -103,8 +104,10 @@ def stage(kafka: Any, docker_host: str, tmp_path_factory: pytest.TempPathFactory
         kube.stop()
 
 
-def dead_letters(stage: Stage, action: str) -> list[dict[str, Any]]:
-    return stage.herald.read_topic(f"dlq.{action}", min_count=1, timeout=60)
+def dead_letters(stage: Stage, action: str, event_id: str) -> list[dict[str, Any]]:
+    """The dead letters of ``event_id`` by ``action`` (waits for at least one)."""
+    return stage.herald.wait_record(f"dlq.{action}", lambda d: d.get("event_id") == event_id, 60,
+                                    f"a dead letter of event {event_id}")
 
 
 def test_trivy_operator_criticals_label_annotate_and_remove(stage: Stage) -> None:
@@ -133,8 +136,7 @@ def test_trivy_operator_criticals_label_annotate_and_remove(stage: Stage) -> Non
             assert r.body == {"metadata": {"annotations": {"security.herald.io/image": image}}}
     assert patched_pods <= set(NGINX_PODS)
     # the event without criticals matched no route and changed nothing
-    decisions = stage.herald.read_topic("decisions", min_count=2)
-    assert [d["actions"] for d in decisions if d["event_id"] == quiet_body["event_id"]] == [[]]
+    assert stage.herald.wait_decision(quiet_body["event_id"])["actions"] == []
     assert all("web" not in r.path for r in stage.kube.changes())
     web = stage.kube.get("deployments", "web")
     assert web is not None and "trivy.vulnerable" not in web["metadata"]["labels"]
@@ -144,7 +146,7 @@ def test_selector_placeholder_resolving_to_nothing_is_dead_lettered(stage: Stage
     before = len(stage.kube.changes())
     status, body = stage.herald.post({"kind": "selector-test"})
     assert status == 200
-    [dead] = [d for d in dead_letters(stage, "k8s-empty-selector") if d["event_id"] == body["event_id"]]
+    [dead] = dead_letters(stage, "k8s-empty-selector", body["event_id"])
     assert dead["error_type"] == "PermanentActionError" and dead["attempts"] == 1
     assert "event.input.no.such.path resolved to nothing" in dead["error"]
     assert len(stage.kube.changes()) == before
@@ -159,9 +161,10 @@ def test_scan_event_runs_containers_exit_0_delivers_exit_3_dead_letters(stage: S
     wait_until(event_file.exists, 120, "the container to write POSTEE_EVENT")
     rendered = json.loads(event_file.read_text())
     assert rendered["image"] == AQUA["image"] and rendered["postee"] == {"AquaServer": ""}
-    [dead] = [d for d in dead_letters(stage, "docker-3") if d["event_id"] == body["event_id"]]
+    [dead] = dead_letters(stage, "docker-3", body["event_id"])
     assert dead["status"] == 3 and dead["error_type"] == "PermanentActionError"
     assert "exited with code 3" in dead["error"] and f"cannot scan {AQUA['image']}" in dead["error"]
+    stage.herald.wait_deliveries(body["event_id"], "docker-ok", timeout=120)
     assert stage.herald.read_topic("dlq.docker-ok") == []
 
 
@@ -182,6 +185,6 @@ def test_exec_and_http_get_placeholders_from_the_event(stage: Stage) -> None:
 def test_hanging_script_is_stopped_at_its_timeout_and_dead_lettered(stage: Stage) -> None:
     status, body = stage.herald.post({"kind": "hang"})
     assert status == 200
-    [dead] = [d for d in dead_letters(stage, "exec-hang") if d["event_id"] == body["event_id"]]
+    [dead] = dead_letters(stage, "exec-hang", body["event_id"])
     assert dead["error_type"] == "RetryableActionError" and dead["attempts"] == 2
     assert "timed out after 1s" in dead["error"] and "about to hang" in dead["error"]

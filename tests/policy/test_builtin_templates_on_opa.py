@@ -5,9 +5,7 @@ that gains goldens is covered here too."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -15,10 +13,10 @@ from app.content import Content
 from app.policy.engine import EmbeddedEngine
 from app.policy.opa import OpaEngine, OpaServer
 from app.policy.templates import BUILTIN_TEMPLATE_DIR, PackageTemplate, TemplateLibrary
+from tests.harness import FIXTURES
 from tests.templates.goldenfile import GOLDENS, KEYS, load
 from tests.templates.test_builtin_goldens import AGGREGATES, AQUA_SERVER, CASES, _event_json
 
-FIXTURES = Path(os.environ.get("HERALD_FIXTURES", "/work/shared/fixtures"))
 POSTEE = FIXTURES / "postee"
 ANY_EVENT = [*sorted(POSTEE.glob("*.json")), FIXTURES / "tracee" / "finding-single.json",
              FIXTURES / "falco" / "event-single.json"]

@@ -3,7 +3,6 @@ server (``engine_factory`` is parametrised over both, see conftest.py)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import orjson
@@ -14,9 +13,9 @@ from app.config import RouteConfig
 from app.errors import PolicyError, TemplateError
 from app.policy.filters import RouteFilters
 from app.policy.templates import BUILTIN_TEMPLATE_DIR, ModuleTemplate, PackageTemplate, TemplateLibrary
+from tests.harness import FIXTURES
 from tests.policy.conftest import EngineFactory
 
-FIXTURES = Path(os.environ.get("HERALD_FIXTURES", "/work/shared/fixtures"))
 AQUA = FIXTURES / "postee" / "aqua-input.json"
 TRIVY = FIXTURES / "postee" / "trivy-input.json"
 

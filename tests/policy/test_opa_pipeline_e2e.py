@@ -47,20 +47,24 @@ def test_events_are_routed_and_rendered_through_opa(
 ) -> None:
     event = (FIXTURES / "postee" / "aqua-input.json").read_bytes()
     with Sink() as sink:
+        sink.expect("/aio", method="POST", content_type="application/json", json=True)
+        sink.expect("/never", method="POST")
         cfg = opa_config(sink)
         env = {"HERALD_ENGINE": "opa", "HERALD_OPA_URL": own_opa.url}
         with Herald(kafka, cfg, tmp_path, env=env) as herald:
             status, body = herald.post(event)
             assert status == 200
+            decision = herald.wait_decision(body["event_id"])
+            herald.wait_deliveries(body["event_id"], "to-aio")
             got = sink.wait_for("/aio", 1)
-            decisions = herald.read_topic("decisions", min_count=1)
+            assert herald.read_topic("action.to-never") == []
 
         # the same rendering as the embedded engine gives
         embedded = Router(parse_config(cfg)).route(event, EventMeta("x"))
         assert got[0].body.decode() == embedded.rendered["r-aio"].description
-        mine = [d for d in decisions if d["event_id"] == body["event_id"]]
-        assert mine[0]["routes"]["r-aio"]["matched"] is True
-        assert mine[0]["routes"]["r-nginx"] == {
+        assert decision["routes"]["r-aio"]["matched"] is True
+        assert decision["actions"] == [{"route": "r-aio", "action": "to-aio"}]
+        assert decision["routes"]["r-nginx"] == {
             "matched": False, "reason": "input rule did not allow", "template": "raw-json"}
         assert sink.count("/never") == 0
 

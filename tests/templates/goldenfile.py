@@ -7,8 +7,9 @@ A golden reads like this (``title`` and ``description`` always, other keys when 
     === description ===
     <p>Image name: ...
 
-Each value is followed by one newline that is not part of it. ``HERALD_UPDATE_GOLDENS=1``
-rewrites the files instead of comparing (review the diff by eye before committing).
+Each value is followed by one newline that is not part of it. With ``HERALD_UPDATE_GOLDENS=1``
+a golden that differs (or is missing) is rewritten and its test fails with "golden updated:
+<path>, re-run"; the re-run compares as usual (review the diff by eye before committing).
 """
 
 from __future__ import annotations
@@ -50,13 +51,17 @@ def load(text: str) -> dict[str, str]:
 
 
 def check(name: str, content: Content) -> None:
-    """Compare every content key with the golden (missing keys must be empty)."""
+    """Compare every content key with the golden (missing keys must be empty). In update mode a
+    golden that differs is rewritten, and the test still fails."""
     path = GOLDENS / f"{name}.golden"
+    actual = content.to_dict()
     if UPDATE:
-        path.write_text(dump(content))
+        expected = load(path.read_text()) if path.is_file() else None
+        if expected is None or any(actual[key] != expected.get(key, "") for key in KEYS):
+            path.write_text(dump(content))
+            raise AssertionError(f"golden updated: {path}, re-run")
     assert path.is_file(), f"no golden {path.name}; run with HERALD_UPDATE_GOLDENS=1 and review it"
     expected = load(path.read_text())
-    actual = content.to_dict()
     for key in KEYS:
         assert actual[key] == expected.get(key, ""), f"{name}: {key} differs from {path.name}"
 

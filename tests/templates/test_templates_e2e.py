@@ -35,6 +35,8 @@ def config(sink: Sink) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def sink() -> Iterator[Sink]:
     with Sink() as s:
+        s.expect("/html-mail", method="POST", content_type="application/json")  # webhook: HTML body as is
+        s.expect("/tracee-chat", method="POST", content_type="application/json", json=True)
         yield s
 
 
@@ -49,12 +51,23 @@ def golden_description(name: str) -> str:
 
 
 def test_scan_and_finding_arrive_rendered_as_pinned(herald: Herald, sink: Sink) -> None:
-    assert herald.post((FIXTURES / "postee" / "aqua-input.json").read_bytes())[0] == 200
-    assert herald.post((FIXTURES / "tracee" / "finding-single.json").read_bytes())[0] == 200
+    status, scan = herald.post((FIXTURES / "postee" / "aqua-input.json").read_bytes())
+    assert status == 200
+    status, finding = herald.post((FIXTURES / "tracee" / "finding-single.json").read_bytes())
+    assert status == 200
+    # each event matched only its own route: the router's decision on each ...
+    for event_id, route, action in ((scan["event_id"], "scans", "html-mail"),
+                                    (finding["event_id"], "tracee", "tracee-chat")):
+        decision = herald.wait_decision(event_id)
+        assert {name: r["matched"] for name, r in decision["routes"].items()} == {
+            "scans": route == "scans", "tracee": route == "tracee"}
+        assert decision["actions"] == [{"route": route, "action": action}]
+        herald.wait_deliveries(event_id, action)  # ... and its one delivery, done
     html = sink.wait_for("/html-mail", 1)
     assert html[0].body.decode() == golden_description("postee.vuls.html__aqua-input")
     tracee = sink.wait_for("/tracee-chat", 1)
     assert tracee[0].body.decode() == golden_description("postee.tracee.slack__finding-single")
-    herald.read_topic("decisions", min_count=2)
-    # each event reached only its own routes
+    # no event reached the other route's action
     assert (sink.count("/html-mail"), sink.count("/tracee-chat")) == (1, 1)
+    assert sorted((d["event_id"], d["action"]) for d in herald.read_topic("deliveries")) == sorted(
+        [(scan["event_id"], "html-mail"), (finding["event_id"], "tracee-chat")])

@@ -1,0 +1,3 @@
+module github.com/herald/herald/tests/goref
+
+go 1.26
