@@ -90,7 +90,7 @@ class RouteState:
     def _load(self, partition: int) -> dict[str, Any]:
         """The partition's state from the changelog (blocking; run in an executor)."""
         table: dict[str, Any] = {}
-        for rec in WindowReader(self.w.config.herald.kafka_bootstrap_servers, self.changelog, None, None,
+        for rec in WindowReader(self.w.kafka_conf, self.changelog, None, None,
                                 30.0, [partition]):
             if rec.key is None:
                 continue

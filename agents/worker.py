@@ -35,6 +35,7 @@ from app.config import Config
 from app.delivered import RETENTION_S, DeliveredKeys
 from app.errors import EventError
 from app.kafka_admin import ensure_topics
+from app.kafka_client import client_config
 from app.messages import ActionMessage, DeadLetter
 from app.router import EventMeta, Router
 from app.runner import Outcome, RetryPolicy, deliver
@@ -44,10 +45,6 @@ log = logging.getLogger("herald.worker")
 
 # the router yields the event loop after this much CPU, so deliveries keep flowing under load
 ROUTER_SLICE_S = 0.005
-
-
-def kafka_conf(config: Config) -> dict[str, Any]:
-    return {"bootstrap.servers": config.herald.kafka_bootstrap_servers}
 
 
 class Worker:
@@ -63,8 +60,8 @@ class Worker:
         }
         self.action_topics = {n: self.topics.action(n) for n in config.actions}
         self.stage_of_topic = {t: n for n, t in self.action_topics.items()}
-        conf = kafka_conf(config)
-        self.delivered = {n: DeliveredKeys(conf["bootstrap.servers"], self.topics.delivered(n)) for n in config.actions}
+        self.kafka_conf = conf = client_config(config.herald)
+        self.delivered = {n: DeliveredKeys(conf, self.topics.delivered(n)) for n in config.actions}
         self.state = RouteState(self, self.topics.route_state, self.topics.route_state_changelog)
         self.io = KafkaIO(
             conf, config.herald.consumer_group, self.input_topics(), self._dispatch,
@@ -327,7 +324,7 @@ def ensure_worker_topics(worker: Worker) -> None:
     retention = {"retention.ms": str(int(RETENTION_S * 1000))}
     configs = {worker.topics.delivered(n): retention for n in worker.config.actions}
     configs[worker.topics.route_state_changelog] = {"cleanup.policy": "compact"}
-    ensure_topics(s.kafka_bootstrap_servers, worker.topic_names(), s.partitions, s.replication_factor,
+    ensure_topics(worker.kafka_conf, worker.topic_names(), s.partitions, s.replication_factor,
                   configs=configs)
 
 

@@ -48,8 +48,15 @@ def pipeline_config(sink: Sink) -> dict[str, Any]:
     }
 
 
+@pytest.fixture(scope="module", params=["plaintext", "sasl-ssl"])
+def broker(request: pytest.FixtureRequest) -> Any:
+    """Every pipeline test runs on the plain broker and on the SASL_SSL (SCRAM-SHA-512) one: bridge,
+    worker and the test's own clients all take the broker's ``herald.kafka`` settings."""
+    return request.getfixturevalue("kafka" if request.param == "plaintext" else "secure_kafka")
+
+
 @pytest.fixture(scope="module")
-def sink() -> Iterator[Sink]:
+def sink(broker: Any) -> Iterator[Sink]:  # a fresh sink (and scripts) per broker
     with Sink() as s:
         # the webhook action POSTs the rendering as application/json (Postee's wire format), also
         # when the template renders HTML (r-tenant)
@@ -63,8 +70,8 @@ def sink() -> Iterator[Sink]:
 
 
 @pytest.fixture(scope="module")
-def herald(kafka: Any, sink: Sink, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Herald]:
-    with Herald(kafka, pipeline_config(sink), tmp_path_factory.mktemp("pipeline")) as h:
+def herald(broker: Any, sink: Sink, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Herald]:
+    with Herald(broker, pipeline_config(sink), tmp_path_factory.mktemp("pipeline")) as h:
         yield h
 
 
@@ -165,8 +172,8 @@ def test_bad_input_is_rejected_with_a_reason(herald: Herald) -> None:
     assert herald.get("/healthz")[0] == 200
 
 
-def test_events_published_straight_to_kafka_are_routed(herald: Herald, sink: Sink, kafka: Any) -> None:
-    producer = Producer(kafka.client_config())
+def test_events_published_straight_to_kafka_are_routed(herald: Herald, sink: Sink, broker: Any) -> None:
+    producer = Producer(broker.client_config())
     before = sink.count("/all")
     producer.produce(herald.prefix + "events", value=b'{"direct": true}')
     producer.produce(herald.prefix + "events", value=b"this is not json")
