@@ -91,6 +91,11 @@ class KafkaFatalError(Exception):
     pass
 
 
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
 class KafkaIO:
     def __init__(
         self,
@@ -204,6 +209,32 @@ class KafkaIO:
                 if self.fatal:
                     raise KafkaFatalError(self.fatal) from None
                 time.sleep(0.005)
+
+    async def produce_acked(self, topic: str, key: str, value: bytes, ticket: Ticket,
+                            partition: int | None = None) -> None:
+        """``produce``, then wait until the broker acknowledged the record (a record that fails
+        stops the worker, and this never returns)."""
+        assert self._loop is not None
+        fut: asyncio.Future[None] = self._loop.create_future()
+
+        def on_delivery(err: KafkaError | None, msg: Message) -> None:  # Kafka thread
+            ticket.on_delivery(err, msg)
+            if err is None:
+                self._call_loop(_resolve, fut)
+
+        kwargs: dict[str, Any] = {"on_delivery": on_delivery}
+        if partition is not None:
+            kwargs["partition"] = partition
+        ticket.produced += 1
+        while True:
+            try:
+                self.producer.produce(topic, value, key, **kwargs)
+                break
+            except BufferError:
+                if self.fatal:
+                    raise KafkaFatalError(self.fatal) from None
+                await asyncio.sleep(0.005)
+        await fut
 
     def done(self, ticket: Ticket) -> None:
         """The loop finished with ``ticket``'s message (its records may still be in flight)."""

@@ -279,7 +279,10 @@ class Worker:
             del self._delivering[(name, key)]
             done.set()
         if outcome.delivered:
-            self.send(self.topics.delivered(name), key, b"%.3f" % time.time(), ticket, partition=partition)
+            # wait until the key is durable before this slot takes another message: a crash then
+            # redelivers at most the deliveries in flight (``concurrency``), never finished ones too
+            await self.io.produce_acked(self.topics.delivered(name), key, b"%.3f" % time.time(), ticket,
+                                        partition=partition)
         else:
             self.dead_letter(name, ticket, outcome.error, outcome.error_type, event_id=message.event_id,
                              original=orjson.loads(raw), outcome=outcome)

@@ -43,6 +43,7 @@ class Client:
         self.acked: dict[int, str] = {}  # n -> event id, for 2xx answers
         self.failed: dict[int, str] = {}  # n -> what went wrong
         self.acked_at: dict[int, float] = {}
+        self.where: dict[str, tuple[Any, Any]] = {}  # event id -> (partition, offset) the bridge answered
 
     def take(self) -> int | None:
         with self.lock:
@@ -59,7 +60,9 @@ class Client:
             resp = conn.getresponse()
             body = resp.read()
             if 200 <= resp.status < 300:
-                return resp.status, str(json.loads(body)["event_id"])
+                answer = json.loads(body)
+                self.where[str(answer["event_id"])] = (answer.get("partition"), answer.get("offset"))
+                return resp.status, str(answer["event_id"])
             return resp.status, body[:200].decode(errors="replace")
         except ConnectionRefusedError:
             return 0, "connection refused"
@@ -133,8 +136,20 @@ def test_bridge_sigkill_midway_loses_no_acknowledged_event(kafka: Any, tmp_path:
             got = wait_all_delivered(sink, "/events", acked, 120)
         except AssertionError as exc:
             missing = sorted(set(acked) - {json.loads(r.body)["n"] for r in list(sink.requests["/events"])})
-            raise AssertionError(f"{exc}\n{summary}\nevent ids of the missing ones: "
-                                 f"{ {n: acked[n] for n in missing[:50]} }") from None
+            ids = {acked[n]: n for n in missing}
+            story = {n: {"decision": None, "deliveries": []} for n in missing}
+            for d in herald.read_topic("decisions"):
+                if d.get("event_id") in ids:
+                    story[ids[d["event_id"]]]["decision"] = {k: d.get(k) for k in ("partition", "offset", "actions")}
+            for d in herald.read_topic("deliveries"):
+                if d.get("event_id") in ids:
+                    story[ids[d["event_id"]]]["deliveries"].append((d.get("outcome"), d.get("status"), d.get("error")))
+            on_topic = {(p, o) for p, o, _ in herald.read_positions("events")}
+            for n in missing:
+                story[n]["events@"] = client.where.get(acked[n])
+                story[n]["on the events topic"] = client.where.get(acked[n]) in on_topic
+            raise AssertionError(f"{exc}\n{summary}\nthe missing ones (routed? delivery attempts): {story}\n"
+                                 f"sink: {len(sink.unexpected)} unexpected requests") from None
         assert_counts(got, acked, 0, "no worker restarted, idempotent bridge producer", posted=range(POSTS),
                       context=f"; {summary}; event ids of the lost ones: "
                               f"{ {n: acked[n] for n in sorted(set(acked) - set(got))[:20]} }")
