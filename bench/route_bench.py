@@ -97,7 +97,10 @@ def parts(router: Router, raw: bytes, meta: EventMeta) -> dict[str, Callable[[],
         shared.set_input_json(text)
         ops["set input (set_input_json)"] = lambda: shared.set_input_json(text)
         ops["filter eval"] = router.filters.evaluate_loaded
-        ops["template render"] = lambda: template.render_loaded(router.postee)
+        if getattr(template, "native", False):  # the built-in raw-json, rendered without the engine
+            ops["template render"] = lambda: template.render_event(event, router.postee)
+        else:
+            ops["template render"] = lambda: template.render_loaded(router.postee)
     else:
         ops["filter eval"] = lambda: router.filters.evaluate(text)
         ops["render input"] = lambda: router.render_input(event)

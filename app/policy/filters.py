@@ -99,6 +99,11 @@ class RouteFilters:
         """Verdict per route for one event: one ``set_input`` and (normally) one query."""
         return self._evaluate(event_json, only)
 
+    def needs_input(self, only: str | None = None) -> bool:
+        """Whether ``evaluate`` of these routes queries the engine (routes without a rule do not)."""
+        rules = [self.rules[only]] if only is not None else self.rules.values()
+        return any(r.kind != "all" for r in rules)
+
     def evaluate_loaded(self, only: str | None = None) -> dict[str, Verdict]:
         """``evaluate`` on the input already set on the engine (an engine the router shares with
         the template library sets the event once for both)."""
