@@ -206,11 +206,12 @@ class Router:
             return result
         text = raw.decode("utf-8", "replace")
         shared = self.shared_engine
-        input_set = False  # the event is set on the shared engine once, when first needed
+        input_set = False  # the whole event is set on the shared engine once, when first needed
         if shared is not None:
             if self.filters.needs_input(only):
-                shared.set_input_json(text)
-                input_set = True
+                projected = self.filters.input_of(event)  # just the keys the filters read
+                shared.set_input_json(text if projected is None else projected)
+                input_set = projected is None
             result.verdicts = self.filters.evaluate_loaded(only=only)
         else:
             result.verdicts = self.filters.evaluate(text, only=only)
