@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -184,6 +185,15 @@ def marshal_indent(v: Any, indent: str = " ") -> str:
     return "".join(out)
 
 
+def marshal_indent_fast(v: Any, indent: str, float_text: Callable[[float], str] = format_float) -> str | None:
+    """``marshal_indent`` on the fast path only, with each float written by ``float_text``;
+    ``None`` for a value that needs the reference encoder. Exceptions of ``float_text`` pass."""
+    try:
+        return _fast(v, indent, float_text)
+    except _Slow:
+        return None
+
+
 # -- fast path ------------------------------------------------------------------------------------
 # ``jsonformat`` (the raw-json template) runs this on every event, and the encoder above takes
 # ~0.7 ms for a 7 KB event. orjson writes the same bytes once floats are pre-formatted the Go way
@@ -198,7 +208,7 @@ class _Slow(Exception):
     """This value needs the reference encoder."""
 
 
-def _go_floats(v: Any) -> Any:
+def _go_floats(v: Any, float_text: Callable[[float], str] = format_float) -> Any:
     """``v`` with every float replaced by its Go text (an ``orjson.Fragment``), every set by a
     list in OPA's order and every non-string key by its Rego text; containers without any of
     those are returned as they are, not copied. (Strings, ints, booleans and None are skipped
@@ -207,16 +217,16 @@ def _go_floats(v: Any) -> Any:
     if t is str or t is int or t is bool or v is None:
         return v
     if t is float:
-        return orjson.Fragment(format_float(v))  # ValueError for NaN/Inf, like the encoder above
+        return orjson.Fragment(float_text(v))  # ValueError for NaN/Inf, like the encoder above
     if t is dict:
         new: Any = None
         for k, x in v.items():
             if type(k) is not str:
-                return {_key_text(k): _go_floats(x) for k, x in v.items()}
+                return {_key_text(k): _go_floats(x, float_text) for k, x in v.items()}
             tx = type(x)
             if tx is str or tx is int or tx is bool or x is None:
                 continue
-            y = _go_floats(x)
+            y = _go_floats(x, float_text)
             if y is not x:
                 if new is None:
                     new = dict(v)
@@ -228,14 +238,14 @@ def _go_floats(v: Any) -> Any:
             tx = type(x)
             if tx is str or tx is int or tx is bool or x is None:
                 continue
-            y = _go_floats(x)
+            y = _go_floats(x, float_text)
             if y is not x:
                 if new is None:
                     new = list(v)
                 new[i] = y
         return v if new is None else new
     if t is set or t is frozenset:
-        return [_go_floats(x) for x in sorted(v, key=rego_order)]
+        return [_go_floats(x, float_text) for x in sorted(v, key=rego_order)]
     raise _Slow
 
 
@@ -245,10 +255,10 @@ _BF_ESCAPE = re.compile(rb"\\[bf]")
 _TWO_SPACES = re.compile(rb"  ")  # (a regex search for it is faster than bytes.find here)
 
 
-def _fast(v: Any, indent: str | None) -> str:
+def _fast(v: Any, indent: str | None, float_text: Callable[[float], str] = format_float) -> str:
     if indent is not None and (not indent or indent.strip(" ")):
         raise _Slow  # the re-indenting below handles indents of spaces only
-    prepared = _go_floats(v)
+    prepared = _go_floats(v, float_text)
     try:
         data = orjson.dumps(prepared, option=orjson.OPT_SORT_KEYS | (orjson.OPT_INDENT_2 if indent else 0))
     except (orjson.JSONEncodeError, TypeError):

@@ -206,8 +206,12 @@ class Router:
             return result
         text = raw.decode("utf-8", "replace")
         shared = self.shared_engine
+        input_set = False  # the whole event is set on the shared engine once, when first needed
         if shared is not None:
-            shared.set_input_json(text)  # for the filters and the library's templates
+            if self.filters.needs_input(only):
+                projected = self.filters.input_of(event)  # just the keys the filters read
+                shared.set_input_json(text if projected is None else projected)
+                input_set = projected is None
             result.verdicts = self.filters.evaluate_loaded(only=only)
         else:
             result.verdicts = self.filters.evaluate(text, only=only)
@@ -225,7 +229,13 @@ class Router:
                 continue
             try:
                 if shared is not None and isinstance(template, PackageTemplate) and template.library is self.library:
-                    content = template.render_loaded(self.postee)
+                    rendered = template.render_event(event, self.postee) if template.native else None
+                    if rendered is None:
+                        if not input_set:
+                            shared.set_input_json(text)
+                            input_set = True
+                        rendered = template.render_loaded(self.postee)
+                    content = rendered
                 else:
                     if render_input is None:
                         render_input = self.render_input(event)

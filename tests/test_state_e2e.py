@@ -74,8 +74,12 @@ def wait_deduplicated(herald: Herald, sink: Sink, event_id: str, paths: dict[str
 
 
 def wait_event_delivered(sink: Sink, event_id: str, paths: list[str], timeout: float = 30.0) -> None:
-    wait_until(lambda: all(event_id in events_at(sink, path) for path in paths), timeout,
-               f"event {event_id} at {paths} (have {({path: events_at(sink, path) for path in paths})})", 0.2)
+    try:
+        wait_until(lambda: all(event_id in events_at(sink, path) for path in paths), timeout, "", 0.2)
+    except AssertionError:
+        have = {path: events_at(sink, path) for path in paths}
+        raise AssertionError(f"event {event_id} did not reach {paths} within {timeout:.0f}s; "
+                             f"the sink has {have}") from None
 
 
 def test_dedup_is_per_route_with_exact_ttl_and_survives_a_restart(kafka: Any, tmp_path: Path) -> None:

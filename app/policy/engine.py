@@ -35,6 +35,33 @@ def jsonformat(value: Any) -> str:
     return gojson.marshal_indent(value, " ")
 
 
+class _NeedsEngine(Exception):
+    """Only the engine can tell what it makes of this value."""
+
+
+def _extension_float(x: float) -> str:
+    """A JSON float as jsonformat writes it on the embedded engine: regorus hands an integral
+    float to a Python extension as an int, and refuses one outside int64 ("not an i64")."""
+    if x.is_integer():
+        if -(2**63) <= x < 2**63:
+            return str(int(x))  # also -0.0 -> 0
+        raise _NeedsEngine
+    return gojson.format_float(x)  # ValueError for NaN/Inf, which JSON text cannot hold
+
+
+def jsonformat_of_json(doc: Any) -> str | None:
+    """What ``jsonformat(input)`` gives on the embedded engine for the input ``doc`` (a document
+    orjson decoded from JSON text, as the router's events are), without the engine: no
+    conversion of the input to Python and back. ``None`` when only the engine can tell (an
+    integral float beyond int64, which regorus refuses or clamps; a value gojson's fast path
+    declines); the caller then evaluates the template. tests/policy/test_jsonformat_native.py
+    holds the two to the same bytes."""
+    try:
+        return gojson.marshal_indent_fast(doc, " ", _extension_float)
+    except (_NeedsEngine, ValueError):
+        return None
+
+
 class PolicyEngine(Protocol):
     """What Herald needs from a Rego engine."""
 

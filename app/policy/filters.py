@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from app.config import RouteConfig
 from app.errors import ConfigError, PolicyError
 from app.policy.engine import PolicyEngine, make_engine
@@ -27,6 +29,31 @@ BUILTIN_FILTER_DIR = Path(__file__).resolve().parent.parent / "rego" / "filters"
 ROUTES_PACKAGE = "herald.routes"  # each route's filter is the package herald.routes.r<i>
 _PACKAGE = re.compile(r"^(\s*package\s+)postee\b", re.MULTILINE)
 _DATA_REF = re.compile(r"\bdata\.postee\b")
+_STRING_OR_COMMENT = re.compile(r'"(?:[^"\\\n]|\\.)*"|`[^`]*`|#[^\n]*')
+_ROOT = re.compile(r"(?<![\w.])(input|data)\b")  # not a field (x.input) or part of a name
+_INPUT_KEY = re.compile(r"\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)")
+_ROUTES_REF = re.compile(r"\s*\.\s*herald\s*\.\s*routes\b")
+_WITH_OR_IMPORT_INPUT = re.compile(r"\bwith\b|\bimport\s+input\b")
+
+
+def input_keys(source: str) -> set[str] | None:
+    """The top-level input keys a filter module can read: every ``input`` in it is ``input.<key>``,
+    it reads no ``data`` outside the route filters (whose modules are checked alike) and uses no
+    ``with`` or ``import input``. ``None`` when that does not hold (it may read any of the input)."""
+    code = _STRING_OR_COMMENT.sub(lambda m: '""' if m.group(0)[0] in "\"`" else "", source)
+    if _WITH_OR_IMPORT_INPUT.search(code):
+        return None
+    keys: set[str] = set()
+    for m in _ROOT.finditer(code):
+        if m.group(1) == "data":
+            if not _ROUTES_REF.match(code, m.end()):
+                return None
+            continue
+        key = _INPUT_KEY.match(code, m.end())
+        if key is None:
+            return None  # input itself, input[x], ...
+        keys.add(key.group(1))
+    return keys
 
 
 def resolve_filter_file(name: str, filters_path: str) -> Path:
@@ -65,6 +92,7 @@ class RouteFilters:
     ) -> None:
         self.engine = engine_factory()
         self.rules: dict[str, RouteRule] = {}
+        self._sources: list[str] = []
         problems: list[str] = []
         for i, route in enumerate(routes):
             package = f"{ROUTES_PACKAGE}.r{i}"
@@ -75,6 +103,15 @@ class RouteFilters:
         if problems:
             raise PolicyError("; ".join(problems))
         self._evaluated = [r for r in self.rules.values() if r.kind != "all"]
+        # What the filters read of an event: the router can set just those keys as the input
+        # (an Aqua scan's resources and vulnerabilities are most of its bytes, and of the cost of
+        # set_input_json); None when a filter may read any of it.
+        keys: set[str] | None = set()
+        for source in self._sources:
+            found = input_keys(source)
+            keys = None if found is None or keys is None else keys | found
+        self.input_keys: frozenset[str] | None = None if keys is None else frozenset(keys)
+        del self._sources
 
     def _compile(self, route: RouteConfig, package: str, filters_path: str, rules: dict[str, Any]) -> RouteRule:
         files = [f for f in route.input_files if f]
@@ -87,17 +124,32 @@ class RouteFilters:
                 sub = f"{package}.f{j}"
                 source = _DATA_REF.sub(f"data.{sub}", _PACKAGE.sub(rf"\g<1>{sub}", path.read_text(), count=1))
                 self.engine.add_module(str(path), source)
+                self._sources.append(source)
                 rule.files.append((str(path), sub))
             return rule
         if route.input.strip():
             source = f"package {package}\n\ndefault allow = false\n\nallow {{\n{route.input}\n}}\n"
             self.engine.add_module(f"route {route.name} input", source)
+            self._sources.append(source)
             return RouteRule(route.name, package, "input")
         return RouteRule(route.name, package, "all")
 
     def evaluate(self, event_json: str, only: str | None = None) -> dict[str, Verdict]:
         """Verdict per route for one event: one ``set_input`` and (normally) one query."""
         return self._evaluate(event_json, only)
+
+    def needs_input(self, only: str | None = None) -> bool:
+        """Whether ``evaluate`` of these routes queries the engine (routes without a rule do not)."""
+        rules = [self.rules[only]] if only is not None else self.rules.values()
+        return any(r.kind != "all" for r in rules)
+
+    def input_of(self, event: dict[str, Any]) -> str | None:
+        """The input the filters need, as JSON: the event's ``input_keys`` only; ``None`` when
+        they need the whole event."""
+        keys = self.input_keys
+        if keys is None:
+            return None
+        return orjson.dumps({k: event[k] for k in keys if k in event}).decode()
 
     def evaluate_loaded(self, only: str | None = None) -> dict[str, Verdict]:
         """``evaluate`` on the input already set on the engine (an engine the router shares with

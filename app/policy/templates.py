@@ -24,7 +24,7 @@ import orjson
 
 from app.content import Content, content_from_result
 from app.errors import PolicyError, TemplateError
-from app.policy.engine import PolicyEngine, make_engine
+from app.policy.engine import PolicyEngine, jsonformat_of_json, make_engine
 
 log = logging.getLogger("herald.templates")
 
@@ -77,6 +77,7 @@ class TemplateLibrary:
     engine_factory: EngineFactory = default_engine_factory
     errors: list[str] = field(default_factory=list)
     files: dict[str, list[str]] = field(default_factory=dict)  # package -> files defining it
+    data_files: list[str] = field(default_factory=list)  # JSON data files merged into data
 
     def __post_init__(self) -> None:
         self.engine = self.engine_factory()
@@ -106,10 +107,23 @@ class TemplateLibrary:
                         self.engine.add_data(orjson.loads(path.read_bytes()))
                     except (orjson.JSONDecodeError, PolicyError) as exc:
                         self.errors.append(f"{path}: invalid data file: {exc}")
+                    else:
+                        self.data_files.append(str(path))
 
     def has_package(self, package: str) -> bool:
         prefix = package + "."
         return package in self.files or any(p.startswith(prefix) for p in self.files)
+
+    def is_builtin_only(self, package: str, file: Path) -> bool:
+        """Whether ``data.<package>`` is exactly what the built-in ``file`` defines: no other file
+        adds to the package, to a package under it or to one above it (which could define a rule
+        at its path), and no data file was loaded."""
+        parts = package.split(".")
+        above = [".".join(parts[:i]) for i in range(1, len(parts))]
+        builtin = str(BUILTIN_TEMPLATE_DIR)
+        return (self.files.get(package) == [str(file)] and not self.data_files
+                and not any(p.startswith(package + ".") for p in self.files)
+                and all(f.startswith(builtin + "/") for p in above for f in self.files.get(p, [])))
 
     def evaluate(self, package: str, input_json: str) -> Any:
         self.engine.set_input_json(input_json)
@@ -134,6 +148,18 @@ class PackageTemplate:
         self.package = package
         self.library = library
         self._aggregation_pkg: str | None = None
+        self.native = _native_raw_json(package, library)
+
+    def render_event(self, event: dict[str, Any], postee: dict[str, Any]) -> Content | None:
+        """The built-in raw-json template rendered without the engine: the result is
+        ``jsonformat(input)`` computed from the event the router decoded (see ``_native_raw_json``).
+        ``None`` for another template, or an event only the engine can render exactly."""
+        if not self.native:
+            return None
+        text = jsonformat_of_json({**event, "postee": postee})
+        if text is None:
+            return None
+        return content_from_result({"title": RAW_JSON_TITLE, "result": text}, self.name)
 
     def render(self, event_json: str) -> Content:
         return self._content(self.library.evaluate(self.package, event_json))
@@ -205,6 +231,26 @@ class ModuleTemplate:
 
     def aggregate(self, items: list[Content]) -> Content:
         raise TemplateError("inline and url templates do not aggregate", self.name)
+
+
+RAW_JSON_PACKAGE = "postee.rawmessage.json"
+RAW_JSON_FILE = BUILTIN_TEMPLATE_DIR / "raw-message-json.rego"
+RAW_JSON_TITLE = "-"
+_RAW_JSON_RULES = ["package postee.rawmessage.json", f'title := "{RAW_JSON_TITLE}"', "result := jsonformat(input)"]
+
+
+def _native_raw_json(package: str, library: TemplateLibrary) -> bool:
+    """Whether ``package`` is the built-in raw-json template as shipped (its rules are exactly
+    ``title := "-"`` and ``result := jsonformat(input)``, nothing else defines anything at its
+    path) on the embedded engine, so that the router can render it from the decoded event:
+    jsonformat is most of its cost, and converting the input to Python for the extension and
+    the result back to JSON is most of the rest."""
+    if package != RAW_JSON_PACKAGE or getattr(library.engine, "kind", "") != "embedded":
+        return False
+    if not library.is_builtin_only(package, RAW_JSON_FILE):
+        return False
+    lines = [line.strip() for line in RAW_JSON_FILE.read_text().splitlines()]
+    return [line for line in lines if line and not line.startswith("#")] == _RAW_JSON_RULES
 
 
 def _find_result(doc: Any) -> Any:

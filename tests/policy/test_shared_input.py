@@ -133,3 +133,17 @@ def test_eval_path_with_beyond_plain_paths() -> None:
     assert engine.eval_path_with("data.p.x", "postee", None) == {"a-b": None, "q": 1}
     assert engine.eval_path_with('data.p.x["zz"]', "postee", 1) is None
     assert engine.eval_path("data.p.x") == {"a-b": "theirs", "q": 1}  # the input itself is untouched
+
+
+def test_routes_without_filters_set_the_event_when_a_template_needs_it() -> None:
+    """No route has a rule: the event is set on the engine only for a template that is evaluated
+    there (the built-in raw-json is rendered without it), and never left over from the last event."""
+    r = router({"raw": "postee.rawmessage.json", "html": "postee.rawmessage.html"})
+    assert not r.filters.needs_input()
+    for image in ("first", "second"):
+        result = r.route(orjson.dumps({"image": image}), META)
+        assert f'"image": "{image}"' in result.rendered["raw"].description
+        assert f'"image": "{image}"' in result.rendered["html"].description
+    only_raw = router({"raw": "postee.rawmessage.json"})
+    only_raw.shared_engine.set_input_json('{"image": "stale"}')
+    assert '"image": "new"' in only_raw.route(b'{"image": "new"}', META).rendered["raw"].description
