@@ -39,6 +39,8 @@ META = EventMeta(event_id="e1", received_at=1.0)
     ("allow { data.herald.lib.aqua.image == \"x\" }", None),
     ("allow { input.a with input as {} }", None),
     ("import input.a\nallow { a }", None),
+    ('allow { x := $"{input.a}"; input.b }', None),
+    ('allow { x := `{input.a}$`; regex.match("^TRC-[0-9]+$", input.b) }', {"b"}),
 ])
 def test_input_keys(source: str, keys: set[str] | None) -> None:
     assert input_keys(source) == keys
