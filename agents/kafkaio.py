@@ -53,7 +53,7 @@ RESUME_BELOW = 128
 class Ticket:
     """One consumed message on its way through a stage."""
 
-    __slots__ = ("io", "msg", "topic", "partition", "offset", "gen", "produced", "acked", "processed")
+    __slots__ = ("io", "msg", "topic", "partition", "offset", "gen", "produced", "acked", "processed", "finished")
 
     def __init__(self, io: KafkaIO, msg: Message, gen: int) -> None:
         self.io = io
@@ -63,8 +63,9 @@ class Ticket:
         self.offset: int = msg.offset()  # type: ignore[assignment]
         self.gen = gen
         self.produced = 0  # records produced for this message (written by the loop only)
-        self.acked = 0  # of which the broker acknowledged (written by the Kafka thread only)
+        self.acked = 0  # of which the broker acknowledged (written by the producer's poll thread only)
         self.processed = False  # the Kafka thread got the loop's done notice
+        self.finished = False  # the Kafka thread told the tracker
 
     @property
     def value(self) -> bytes:
@@ -74,13 +75,12 @@ class Ticket:
     def tp(self) -> TP:
         return (self.topic, self.partition)
 
-    def on_delivery(self, err: KafkaError | None, msg: Message) -> None:  # Kafka thread
+    def on_delivery(self, err: KafkaError | None, msg: Message) -> None:  # producer's poll thread
         if err is not None:
             self.io._failed(self, err, msg)
             return
         self.acked += 1
-        if self.processed and self.acked == self.produced:
-            self.io._finish(self)
+        self.io._acks.append(self)
 
     def all_acked(self) -> bool:
         """Whether every record produced so far is acknowledged (read on the loop; may lag)."""
@@ -125,6 +125,8 @@ class KafkaIO:
         self._paused: set[TP] = set()
         self._skipped: dict[TP, int] = {}
         self._notices: deque[tuple[Ticket, bool]] = deque()  # (ticket, finished?) from the loop
+        self._acks: deque[Ticket] = deque()  # tickets with a new delivery report, from the poll thread
+        self._poll_stop = threading.Event()
         self._stop = threading.Event()
         self._closing = False
         self.fatal: str | None = None
@@ -180,12 +182,16 @@ class KafkaIO:
             consumer_conf["group.instance.id"] = instance_id
         self.consumer = Consumer(consumer_conf)
         self._thread = threading.Thread(target=self._run, name="herald-kafka", daemon=True)
+        # delivery reports as soon as they come (consume waits up to its timeout): they finish
+        # messages and release action slots waiting for a delivered key
+        self._poller = threading.Thread(target=self._poll_producer, name="herald-kafka-producer", daemon=True)
 
     # -- loop side ----------------------------------------------------------------------------
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self.stopped = self._loop.create_future()
         self.consumer.subscribe(self.topics, on_assign=self._assign, on_revoke=self._revoke, on_lost=self._lost)
+        self._poller.start()
         self._thread.start()
 
     def current(self, ticket: Ticket) -> bool:
@@ -217,7 +223,7 @@ class KafkaIO:
         assert self._loop is not None
         fut: asyncio.Future[None] = self._loop.create_future()
 
-        def on_delivery(err: KafkaError | None, msg: Message) -> None:  # Kafka thread
+        def on_delivery(err: KafkaError | None, msg: Message) -> None:  # producer's poll thread
             ticket.on_delivery(err, msg)
             if err is None:
                 self._call_loop(_resolve, fut)
@@ -263,7 +269,6 @@ class KafkaIO:
                 # whole timeout to every hop: wait for the first message only, then take what is queued
                 first = self.consumer.poll(0.02 if busy else 0.1)
                 msgs = [] if first is None else [first, *self.consumer.consume(self.batch_size, 0)]
-                self.producer.poll(0)
                 self._serve_notices()
                 if msgs:
                     self._hand_over(msgs)
@@ -320,7 +325,16 @@ class KafkaIO:
         if tickets:
             self._call_loop(self.dispatch, tickets)
 
+    def _poll_producer(self) -> None:
+        while not self._poll_stop.is_set():
+            self.producer.poll(0.05)
+
     def _serve_notices(self) -> None:
+        acks = self._acks
+        while acks:
+            ticket = acks.popleft()
+            if ticket.processed and not ticket.finished and ticket.acked == ticket.produced:
+                self._finish(ticket)
         notices = self._notices
         while notices:
             ticket, finished = notices.popleft()
@@ -334,6 +348,7 @@ class KafkaIO:
                 self._finish(ticket)
 
     def _finish(self, ticket: Ticket) -> None:
+        ticket.finished = True
         if self._gen.get(ticket.tp) == ticket.gen:
             self.tracker.finished(ticket.tp, ticket.offset)
 
@@ -384,7 +399,10 @@ class KafkaIO:
         tps = [(p.topic, p.partition) for p in partitions]
         deadline = time.monotonic() + (1.0 if self._closing else self.revoke_timeout)
         while time.monotonic() < deadline and self.fatal is None:
-            self.producer.poll(0.01)
+            self._serve_notices()
+            if all(self.tracker.in_flight(tp) <= self._skipped.get(tp, 0) for tp in tps):
+                break
+            time.sleep(0.005)
             self._serve_notices()
             if all(self.tracker.in_flight(tp) <= self._skipped.get(tp, 0) for tp in tps):
                 break
@@ -425,11 +443,13 @@ class KafkaIO:
             self.consumer.pause([TopicPartition(*tp) for tp in self.assignment])
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline and self.fatal is None:
-                self.producer.poll(0.01)
                 self._serve_notices()
                 if all(self.tracker.in_flight(tp) <= self._skipped.get(tp, 0) for tp in self.assignment):
                     break
-        remaining = self.producer.flush(10)
+                time.sleep(0.005)
+        self._poll_stop.set()
+        self._poller.join()
+        remaining = self.producer.flush(10)  # reports of the last records, on this thread now
         if remaining:
             log.warning("%d records were not acknowledged at shutdown; their messages are processed again", remaining)
         self._serve_notices()
