@@ -46,8 +46,8 @@ from agents.offsets import TP, OffsetTracker
 log = logging.getLogger("herald.kafka")
 
 # A partition with this many messages in flight is paused until it is back under RESUME_BELOW.
-PAUSE_ABOVE = 512
-RESUME_BELOW = 128
+PAUSE_ABOVE = 256
+RESUME_BELOW = 64
 
 
 class Ticket:
@@ -134,20 +134,6 @@ class KafkaIO:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_outage_log = 0.0
         common = {**conf, "error_cb": self._on_error, "logger": logging.getLogger("herald.kafka.client")}
-        import os
-        if os.environ.get("HERALD_EXP_STATS"):
-            import json as _json
-
-            def _stats(text: str) -> None:
-                d = _json.loads(text)
-                reqs = {}
-                for b in d["brokers"].values():
-                    for k, v in (b.get("req") or {}).items():
-                        if v:
-                            reqs[k] = reqs.get(k, 0) + v
-                log.warning("STATS %s %s", d["type"], sorted(reqs.items()))
-            common["stats_cb"] = _stats
-            common["statistics.interval.ms"] = 10000
         self.producer = Producer({
             **common,
             "acks": "all",
@@ -173,9 +159,10 @@ class KafkaIO:
             # 2.5x less CPU per event), but not for long: each hop waits at most fetch.wait.max.ms
             "fetch.min.bytes": 65536,
             "fetch.wait.max.ms": 10,
-            "max.partition.fetch.bytes": 4 * 1024 * 1024,
-            "queued.max.messages.kbytes": 16 * 1024,
-            "queued.min.messages": 2000,
+            # prefetch bounded for memory: at most 8 MiB queued in librdkafka, 8 MiB per fetch
+            "fetch.max.bytes": 8 * 1024 * 1024,
+            "queued.max.messages.kbytes": 8 * 1024,
+            "queued.min.messages": 1000,
             **(consumer_overrides or {}),
         }
         if instance_id:

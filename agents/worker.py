@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 import time
 from collections import deque
@@ -66,9 +65,7 @@ class Worker:
         self.io = KafkaIO(
             conf, config.herald.consumer_group, self.input_topics(), self._dispatch,
             on_assigned=self._on_assigned, on_revoked=self._on_revoked,
-            instance_id=os.environ.get("HERALD_GROUP_INSTANCE_ID", ""),
-            consumer_overrides=orjson.loads(os.environ.get("HERALD_EXP_CONSUMER", "{}")),
-            producer_overrides=orjson.loads(os.environ.get("HERALD_EXP_PRODUCER", "{}")),
+            instance_id=config.herald.group_instance_id,
         )
         self._router_queue: deque[Ticket] = deque()
         self._router_wake = asyncio.Event()

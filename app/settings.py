@@ -40,6 +40,10 @@ class HeraldSettings(PosteeModel):
         1, ge=1, description="Replication factor of topics created (env HERALD_REPLICATION_FACTOR)."
     )
     consumer_group: PStr = Field("herald", description="Kafka consumer group id of workers (env HERALD_GROUP).")
+    group_instance_id: PStr = Field(
+        "", description="Static group membership: a restart within the session timeout (10 s) moves no partition. "
+        "Unique per worker, e.g. the pod name (env HERALD_GROUP_INSTANCE_ID)."
+    )
     engine: PStr = Field("embedded", description="Rego engine: embedded or opa (env HERALD_ENGINE).")
     opa_url: PStr = Field("", description="OPA server URL when engine is opa (env HERALD_OPA_URL).")
     body_limit: StrictInt = Field(
@@ -89,6 +93,7 @@ ENV_OVERRIDES: list[tuple[tuple[str, ...], str]] = [
     (("HERALD_PARTITIONS",), "partitions"),
     (("HERALD_REPLICATION_FACTOR",), "replication_factor"),
     (("HERALD_GROUP",), "consumer_group"),
+    (("HERALD_GROUP_INSTANCE_ID",), "group_instance_id"),
     (("HERALD_ENGINE",), "engine"),
     (("HERALD_OPA_URL",), "opa_url"),
     (("HERALD_BODY_LIMIT",), "body_limit"),
