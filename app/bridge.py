@@ -68,7 +68,7 @@ class KafkaWriter:
         self.kafka = kafka
         self.bootstrap = bootstrap_of(kafka)
         self.producer = Producer(
-            producer_config(  # acks=all, idempotent, murmur2: the same partitions as Java and aiokafka clients
+            producer_config(  # acks=all, idempotent, murmur2: the same partitions as the worker and Java clients
                 kafka,
                 **{
                     "linger.ms": 2,

@@ -283,7 +283,7 @@ def test_two_workers_split_partitions_and_survive_one_dying(kafka: Any, tmp_path
 def test_a_slow_delivery_is_not_committed_past_and_survives_sigkill(kafka: Any, tmp_path: Path) -> None:
     """Deliveries run concurrently; later ones finish first. The commit must stop at the slow one.
 
-    faust's own rule committed past an unfinished message at the head of a partition, so a worker
+    a naive rule (faust's) committed past an unfinished message at the head of a partition, so a worker
     killed during a slow delivery lost that event (seen as routed events never attempted)."""
     sink = Sink()
     cfg = one_hook_cfg(sink, partitions=1, concurrency=4)
