@@ -376,6 +376,7 @@ POST_EVERY_S = 10.0
 def test_a_sink_down_for_two_minutes_is_dead_lettered_then_redriven_exactly_once(kafka: Any, tmp_path: Path) -> None:
     sink = Sink()
     sink.script("/down", [], then=503)
+    sink.expect("/up", method="POST", json=True)
     cfg = {
         "routes": [{"name": "both", "actions": ["down", "up"], "template": "raw-json"}],
         "templates": [{"name": "raw-json", "rego-package": "postee.rawmessage.json"}],
