@@ -28,7 +28,7 @@ import orjson
 
 from actions import action_class
 from actions.base import Action
-from agents.kafkaio import TP, KafkaIO, Ticket
+from agents.kafkaio import TP, KafkaFatalError, KafkaIO, Ticket
 from agents.stateful import RouteState
 from app.config import Config
 from app.delivered import RETENTION_S, DeliveredKeys
@@ -159,6 +159,8 @@ class Worker:
                     continue
                 try:
                     self.route_one(ticket)
+                except KafkaFatalError:
+                    return  # the worker is stopping; the message is read again by the next one
                 except Exception as exc:  # nothing escapes the stage
                     log.error("router failed on %s[%s]@%s: %s: %s", ticket.topic, ticket.partition, ticket.offset,
                               type(exc).__name__, exc)
@@ -204,6 +206,8 @@ class Worker:
                 continue
             try:
                 await self.state.handle(ticket)
+            except KafkaFatalError:
+                return  # the worker is stopping; the message is read again by the next one
             except Exception as exc:  # nothing escapes the stage
                 log.error("route-state failed on %s[%s]@%s: %s: %s", ticket.topic, ticket.partition, ticket.offset,
                           type(exc).__name__, exc)
@@ -222,6 +226,8 @@ class Worker:
                 await self.deliver_one(name, ticket)
             except asyncio.CancelledError:
                 raise
+            except KafkaFatalError:
+                return  # the worker is stopping; the message is read again by the next one
             except Exception as exc:  # nothing escapes the stage
                 log.error("action %s failed on offset %s: %s: %s", name, ticket.offset, type(exc).__name__, exc)
                 self.dead_letter(name, ticket, f"{type(exc).__name__}: {exc}", "InternalError")
