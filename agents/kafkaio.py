@@ -45,9 +45,12 @@ from agents.offsets import TP, OffsetTracker
 
 log = logging.getLogger("herald.kafka")
 
-# A partition with this many messages in flight is paused until it is back under RESUME_BELOW.
+# A partition with this many messages in flight is paused until it is back under RESUME_BELOW
+# (a pause drops librdkafka's prefetch of the partition, so the window must outlast a refetch:
+# 64/16 halved the soak's throughput). Consumed batches are small (``batch_size``) so that one
+# batch cannot overshoot the window by much: with 500 a worker held ~3,700 action messages.
 PAUSE_ABOVE = 256
-RESUME_BELOW = 64
+RESUME_BELOW = 128
 
 
 class Ticket:
@@ -109,7 +112,7 @@ class KafkaIO:
         on_revoked: Callable[[list[TP]], None] | None = None,
         consumer_overrides: dict[str, Any] | None = None,
         producer_overrides: dict[str, Any] | None = None,
-        batch_size: int = 500,
+        batch_size: int = 64,
         revoke_timeout: float = 20.0,
     ) -> None:
         self.topics = topics
