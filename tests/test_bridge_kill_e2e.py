@@ -12,22 +12,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from tests.accounting import CONCURRENCY, assert_counts, wait_all_delivered
+from tests.accounting import assert_counts, wait_all_delivered
 from tests.harness import Herald, Sink
+from tests.test_resilience_e2e import config
 
 POSTS = 2000
 IN_FLIGHT = 32  # client threads, each with one post at a time
 KILL_AT = 700  # acknowledged posts before the bridge is killed
-
-
-def config(sink: Sink) -> dict[str, Any]:
-    return {
-        "routes": [{"name": "all", "actions": ["sink"], "template": "raw-json"}],
-        "templates": [{"name": "raw-json", "rego-package": "postee.rawmessage.json"}],
-        "actions": [{"name": "sink", "type": "webhook", "enable": True, "url": sink.url + "/events",
-                     "retry-initial-backoff": "0.1s", "retry-max-backoff": "1s", "retry-deadline": "5m",
-                     "retry-max-attempts": 100, "concurrency": CONCURRENCY}],
-    }
 
 
 class Client:
