@@ -28,14 +28,14 @@ import yaml
 
 from app.config import Config, config_path, load_config
 from app.errors import ConfigError, HeraldError
-from app.redact import RedactingFilter
+from app.redact import RedactingFilter, RedactingFormatter
 
 log = logging.getLogger("herald")
 
 
 def setup_logging(debug: bool = False) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(RedactingFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from app.content import Content
+from app.redact import redact_value
 
 
 @dataclass(slots=True)
@@ -81,8 +82,16 @@ class DeadLetter:
     status: int | None = None
     original: Any = None  # the action message as JSON, or the raw event text
 
+    def __post_init__(self) -> None:
+        # no registered secret reaches a dead letter: every string field, and every string in
+        # ``original`` (raw event text or the action message's JSON), is redacted
+        for name in ("stage", "error", "error_type", "source_topic", "event_id", "original"):
+            setattr(self, name, redact_value(getattr(self, name)))
+
     def to_json(self) -> bytes:
-        return orjson.dumps({k: getattr(self, k) for k in self.__slots__})  # type: ignore[attr-defined]
+        return orjson.dumps(
+            {k: redact_value(getattr(self, k)) for k in self.__slots__}  # type: ignore[attr-defined]
+        )
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> DeadLetter:
