@@ -1,8 +1,13 @@
 """exec: run a shell script with the event in ``POSTEE_EVENT`` (Postee's exec action).
 
-As Postee: ``/bin/sh <input-file>``, or ``/bin/sh`` reading ``exec-script`` on stdin; the
-environment is Herald's own plus the ``env`` entries plus ``POSTEE_EVENT=<description>``.
-Event data reaches the script only through that environment variable, never the command line.
+As Postee: ``/bin/sh <input-file>``, or ``/bin/sh`` reading ``exec-script`` on stdin, with
+``POSTEE_EVENT=<description>`` and the ``env`` entries in the environment. Event data reaches the
+script only through that environment variable, never the command line.
+
+Unlike Postee, the script does not inherit Herald's whole environment (which holds Kafka and
+action credentials): only ``PATH``, ``HOME``, ``LANG``, ``LC_ALL`` and ``TZ`` are passed through
+from Herald's environment, plus the variables named in ``env-allow``; ``env`` entries and
+``POSTEE_EVENT`` are set on top.
 
 Beyond Postee: ``event.input``/``event.raw`` placeholders in ``env`` values (still only in the
 environment, never in the command line); a ``timeout`` (default 60 s) after which the script's
@@ -21,6 +26,7 @@ import re
 import signal
 import subprocess
 from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import Field, field_validator, model_validator
@@ -39,6 +45,8 @@ OUTPUT_LIMIT = 64 * 1024  # bytes of combined output kept
 TAIL_IN_ERROR = 2 * 1024  # bytes of output quoted in an error
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _GRACE_AFTER_EXIT = 1.0  # seconds to drain the pipe once the shell has exited
+# the only variables of Herald's environment a script sees unless ``env-allow`` names more
+DEFAULT_PASS_ENV: tuple[str, ...] = ("PATH", "HOME", "LANG", "LC_ALL", "TZ")
 
 
 def parse_env_entries(entries: list[str], key: str) -> list[tuple[str, str]]:
@@ -69,6 +77,12 @@ class ExecConfig(ActionConfig):
         description="Extra environment entries `NAME=VALUE` (values may hold `event.input.<path>` / "
         "`event.raw.<path>` placeholders); `POSTEE_EVENT` (the rendered content) is always set.",
     )
+    env_allow: PStrList = Field(
+        default_factory=list,
+        description="Names of variables of Herald's environment passed through to the script. By "
+        "default the script sees only `PATH`, `HOME`, `LANG`, `LC_ALL` and `TZ` from it (plus `env` "
+        "and `POSTEE_EVENT`), never Herald's credentials.",
+    )
     timeout: float = Field(
         60.0, description="Kill the script's process group after this long (duration; default 60s)."
     )
@@ -87,6 +101,17 @@ class ExecConfig(ActionConfig):
         parse_env_entries(value, "env")
         return value
 
+    @field_validator("env_allow")
+    @classmethod
+    def _env_allow(cls, value: list[str]) -> list[str]:
+        for i, name in enumerate(value):
+            if not _ENV_NAME.match(name):
+                raise ValueError(
+                    f"env-allow[{i}] must be a variable name made of letters, digits and '_' "
+                    f"(not starting with a digit), got {name!r}"
+                )
+        return value
+
     @model_validator(mode="after")
     def _one_script(self) -> ExecConfig:
         given = [k for k, v in (("input-file", self.input_file), ("exec-script", self.exec_script)) if v]
@@ -100,8 +125,15 @@ class ExecConfig(ActionConfig):
 class ExecRequest:
     argv: list[str]
     stdin: bytes | None
-    env: dict[str, str]  # added to the process environment
+    env: dict[str, str]  # set in the process environment
     timeout: float
+    pass_env: tuple[str, ...] = DEFAULT_PASS_ENV  # taken from Herald's environment when set
+
+
+def process_env(req: ExecRequest, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The script's whole environment: the passed-through variables Herald has, then ``req.env``."""
+    environ = os.environ if environ is None else environ
+    return {**{k: environ[k] for k in req.pass_env if k in environ}, **req.env}
 
 
 @dataclass(slots=True)
@@ -175,7 +207,7 @@ async def run_bounded(req: ExecRequest) -> ExecResult:
         stdin=subprocess.PIPE if req.stdin is not None else subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        env={**os.environ, **req.env},
+        env=process_env(req),
         start_new_session=True,  # the script leads its own group, so the group can be killed
     )
     proc = asyncio.subprocess.Process(transport, protocol, loop)
@@ -227,9 +259,10 @@ class ExecAction(Action[ExecConfig, ExecRequest]):
         # Herald: placeholders in env values; event data still reaches the script only as environment
         env = {k: substitute(v, view).text for k, v in parse_env_entries(self.config.env, "env")}
         env["POSTEE_EVENT"] = message.content.description  # set last: it wins, as in Postee
+        pass_env = tuple(dict.fromkeys((*DEFAULT_PASS_ENV, *self.config.env_allow)))
         if self.config.input_file:
-            return ExecRequest([SHELL, self.config.input_file], None, env, self.config.timeout)
-        return ExecRequest([SHELL], self.config.exec_script.encode(), env, self.config.timeout)
+            return ExecRequest([SHELL, self.config.input_file], None, env, self.config.timeout, pass_env)
+        return ExecRequest([SHELL], self.config.exec_script.encode(), env, self.config.timeout, pass_env)
 
     async def send(self, request: ExecRequest) -> None:
         peer = f"exec {self.name}"

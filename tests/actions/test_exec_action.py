@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from actions.exec import OUTPUT_LIMIT, ExecAction, ExecConfig, run_bounded
+from actions.exec import OUTPUT_LIMIT, ExecAction, ExecConfig, process_env, run_bounded
 from app.configmodel import validate_model
 from app.errors import ConfigError, PermanentActionError, RetryableActionError
 from tests.actions._msg import message
@@ -154,9 +154,40 @@ async def test_output_is_bounded() -> None:
 
 
 @pytest.mark.asyncio
-async def test_process_environment_is_inherited(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("HERALD_TEST_INHERITED", "yes")
+async def test_herald_environment_is_not_inherited(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("HERALD_TEST_SECRET", "x")
+    monkeypatch.setenv("TZ", "UTC")
     out = tmp_path / "o"
-    await action(**{"exec-script": f'echo "$HERALD_TEST_INHERITED" > {out}'}).deliver(message("x"))
-    assert out.read_text() == "yes\n"
-    assert os.environ["HERALD_TEST_INHERITED"] == "yes"
+    script = f'echo "secret=${{HERALD_TEST_SECRET-unset}} tz=$TZ path=${{PATH:+set}} ev=$POSTEE_EVENT" > {out}'
+    await action(**{"exec-script": script}).deliver(message("x"))
+    assert out.read_text() == "secret=unset tz=UTC path=set ev=x\n"
+    assert os.environ["HERALD_TEST_SECRET"] == "x"
+
+
+@pytest.mark.asyncio
+async def test_env_allow_passes_named_variables(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("HERALD_TEST_SECRET", "x")
+    monkeypatch.setenv("HERALD_TEST_OTHER", "y")
+    monkeypatch.delenv("HERALD_TEST_ABSENT", raising=False)
+    out = tmp_path / "o"
+    script = (f'echo "$HERALD_TEST_SECRET ${{HERALD_TEST_OTHER-unset}} '
+              f'${{HERALD_TEST_ABSENT-unset}} $EXTRA" > {out}')
+    act = action(**{"exec-script": script, "env-allow": ["HERALD_TEST_SECRET", "HERALD_TEST_ABSENT"],
+                    "env": ["EXTRA=e"]})
+    await act.deliver(message("x"))
+    assert out.read_text() == "x unset unset e\n"
+
+
+def test_env_allow_defaults_and_env_wins() -> None:
+    act = action(**{"exec-script": "true", "env-allow": ["FOO", "PATH"], "env": ["PATH=/opt/bin"]})
+    req = act.build_payload(message("ev"))
+    assert req.pass_env == ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "FOO")
+    env = process_env(req, {"PATH": "/usr/bin", "FOO": "1", "BAR": "2", "POSTEE_EVENT": "old"})
+    assert env == {"PATH": "/opt/bin", "FOO": "1", "POSTEE_EVENT": "ev"}
+    assert process_env(action(**{"exec-script": "true"}).build_payload(message("ev")),
+                       {"BAR": "2", "HOME": "/h"}) == {"HOME": "/h", "POSTEE_EVENT": "ev"}
+
+
+def test_env_allow_rejects_bad_names() -> None:
+    with pytest.raises(ConfigError, match=r"env-allow\[1\] must be a variable name.*'A=B'"):
+        action(**{"exec-script": "true", "env-allow": ["OK", "A=B"]})
