@@ -205,3 +205,78 @@ def substitute(
 
 def has_placeholder(text: str) -> bool:
     return PLACEHOLDER.search(text) is not None
+
+
+# A JSON string literal of a template (placeholders hold no quote, so each one lies wholly inside
+# or wholly outside such a literal).
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+
+
+def _json_segments(text: str) -> list[tuple[str, bool]]:
+    """``text`` cut into (segment, inside a JSON string literal) pieces, in order."""
+    pieces: list[tuple[str, bool]] = []
+    pos = 0
+    for m in _JSON_STRING.finditer(text):
+        if m.start() > pos:
+            pieces.append((text[pos : m.start()], False))
+        pieces.append((m.group(0), True))
+        pos = m.end()
+    if pos < len(text):
+        pieces.append((text[pos:], False))
+    return pieces
+
+
+def looks_like_json(text: str) -> bool:
+    """Whether ``text`` is a JSON document once its placeholders are filled with plain values
+    (``""`` inside string literals, ``0`` elsewhere)."""
+    probe = "".join(
+        PLACEHOLDER.sub("" if quoted else "0", seg) for seg, quoted in _json_segments(text)
+    )
+    try:
+        orjson.loads(probe)
+    except orjson.JSONDecodeError:
+        return False
+    return True
+
+
+def _json_inner(value: str) -> str:
+    """``value`` escaped for the inside of a JSON string literal."""
+    return orjson.dumps(value).decode()[1:-1]
+
+
+def _json_value(value: str) -> str:
+    """``value`` where a JSON value is expected: as is when it is exactly one JSON value (a number,
+    ``true``, an object the path selected...), else as a JSON string, so it cannot add keys."""
+    if value == "":
+        return "null"
+    try:
+        orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return orjson.dumps(value).decode()
+    return value
+
+
+def substitute_json(text: str, view: EventView, *, non_json: NonJson = NonJson.POSTEE) -> Substitution:
+    """``substitute`` for a JSON template: a value inside a string literal is JSON-escaped, a
+    value in a value position is kept only when it is a single JSON value (else quoted; missing
+    gives ``null``), so an event value cannot inject keys or break the document."""
+    result = Substitution("")
+    parts = []
+    for seg, quoted in _json_segments(text):
+        sub = substitute(seg, view, non_json=non_json, transform=_json_inner if quoted else None)
+        if not quoted:
+            sub.text = _substitute_values(seg, view, non_json)
+        parts.append(sub.text)
+        result.count += sub.count
+        result.empty.extend(sub.empty)
+    result.text = "".join(parts)
+    return result
+
+
+def _substitute_values(text: str, view: EventView, non_json: NonJson) -> str:
+    def _one(match: re.Match[str]) -> str:
+        path, trailing = _trim_trailing_dots(match.group("path") or "")
+        value, ok = resolve(match.group("root"), path or None, view, non_json)
+        return _json_value(value if ok else "") + trailing
+
+    return PLACEHOLDER.sub(_one, text)

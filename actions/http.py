@@ -8,6 +8,13 @@ any 2xx is success.
 Beyond Postee: placeholders anywhere in ``body-content`` (several per line, mid-line; see
 ``actions/_placeholders.py``), ``event.raw.<path>`` against the original event, and an
 ``Idempotency-Key`` header (unless configured) so receivers can drop a retried delivery.
+
+A JSON body is built safely: when a ``Content-Type`` header names JSON (``application/json``,
+``…+json``) or ``body-content`` is a JSON document once its placeholders are filled, a value
+substituted inside a string literal is JSON-escaped, and one in a value position is kept only
+when it is a single JSON value (else it becomes a JSON string; missing gives ``null``). An event
+value such as ``nginx","admin":true`` therefore stays inside its string instead of adding a key
+(Postee inserted it raw).
 """
 
 from __future__ import annotations
@@ -23,13 +30,14 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator, model_validator
 
 from actions._http import HttpRequest
-from actions._placeholders import EventView, substitute
+from actions._placeholders import EventView, looks_like_json, substitute, substitute_json
 from actions.base import ActionConfig, HttpClientAction
 from app.configmodel import PStr, PStrList, parse_duration
 from app.errors import PermanentActionError
 from app.messages import ActionMessage
 
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 token: methods, header names
+_JSON_TYPE = re.compile(r"^\s*[^;]*[/+]json\s*(;|$)", re.IGNORECASE)  # application/json, …+json
 
 
 class HttpConfig(ActionConfig):
@@ -45,8 +53,18 @@ class HttpConfig(ActionConfig):
     )
     body_content: PStr = Field(
         "", description="Body text; `event.input.<path>` and `event.raw.<path>` placeholders "
-        "are resolved anywhere in it."
+        "are resolved anywhere in it. When the body is JSON (a JSON `Content-Type` header, or "
+        "the text parses as JSON), substituted values are JSON-escaped so they cannot add keys."
     )
+
+    def json_body(self) -> bool:
+        """Whether ``body-content`` is JSON: substituted values are then JSON-escaped."""
+        if not self.body_content:
+            return False
+        for name, values in self.headers.items():
+            if name.lower() == "content-type" and any(_JSON_TYPE.search(v) for v in values):
+                return True
+        return looks_like_json(self.body_content)
 
     @field_validator("url")
     @classmethod
@@ -111,7 +129,7 @@ class HttpCall:
 class HttpAction(HttpClientAction[HttpConfig, HttpCall]):
     type_name = "http"
     config_model = HttpConfig
-
+    _json: bool | None = None
 
     def build_payload(self, message: ActionMessage) -> HttpCall:
         desc = message.content.description
@@ -122,7 +140,10 @@ class HttpAction(HttpClientAction[HttpConfig, HttpCall]):
             headers.append(("Idempotency-Key", message.idempotency_key))
         body: bytes | None = None
         if self.config.body_content:
-            body = substitute(self.config.body_content, EventView.of(message)).text.encode()
+            if self._json is None:
+                self._json = self.config.json_body()
+            fill = substitute_json if self._json else substitute
+            body = fill(self.config.body_content, EventView.of(message)).text.encode()
         request = HttpRequest(
             method=self.config.method,
             url=self.config.url,

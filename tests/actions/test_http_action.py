@@ -226,3 +226,51 @@ async def test_connection_refused_is_retryable(peer: Peer) -> None:
     with pytest.raises(RetryableActionError, match="connection failed"):
         await deliver(config(url=f"http://127.0.0.1:{port}/"), "x")
     assert peer.requests == []
+
+
+# -- JSON bodies: substituted values are JSON-escaped --------------------------------------------
+
+EVIL = 'nginx","admin":true,"x":"'
+JSON_BODY = '{"image": "event.input.image", "tag": "v-event.input.tag", "n": event.input.n}'
+
+
+def _body(body_content: str, desc: dict[str, Any], **extra: Any) -> bytes | None:
+    call = HttpAction(config(**{"body-content": body_content}, **extra)).build_payload(message(json.dumps(desc)))
+    return call.request.body
+
+
+def test_json_body_escapes_values_in_strings() -> None:
+    raw = _body(JSON_BODY, {"image": EVIL, "tag": "1\n\\2", "n": 3})
+    assert raw is not None
+    doc = json.loads(raw)
+    assert doc == {"image": EVIL, "tag": "v-1\n\\2", "n": 3}
+    assert "admin" not in doc
+
+
+def test_json_body_value_position_cannot_add_keys() -> None:
+    doc = json.loads(_body(JSON_BODY, {"image": "i", "tag": "t", "n": '1,"admin":true'}) or b"")
+    assert doc == {"image": "i", "tag": "v-t", "n": '1,"admin":true'}
+    # a selected object stays an object; missing is null
+    doc = json.loads(_body('{"o": event.input.o, "m": event.input.missing}', {"o": {"a": [1]}}) or b"")
+    assert doc == {"o": {"a": [1]}, "m": None}
+
+
+def test_json_content_type_escapes_even_when_body_is_not_json() -> None:
+    headers = {"Content-Type": ["application/vnd.api+json; charset=utf-8"]}
+    raw = _body('{"image": "event.input.image" BROKEN', {"image": 'a"b'}, headers=headers)
+    assert raw == b'{"image": "a\\"b" BROKEN'
+
+
+def test_non_json_body_is_substituted_raw() -> None:
+    assert _body("image=event.input.image", {"image": 'a"b'}) == b'image=a"b'
+    headers = {"Content-Type": ["text/plain"]}
+    assert _body("[event.input.image", {"image": 'a"b'}, headers=headers) == b'[a"b'
+
+
+@pytest.mark.asyncio
+async def test_json_injection_on_the_wire(peer: Peer) -> None:
+    cfg = config(url=peer.url, **{"body-content": '{"image": "event.input.image", "role": "viewer"}',
+                                  "headers": {"Content-Type": "application/json"}})
+    await deliver(cfg, json.dumps({"image": EVIL}))
+    doc = json.loads(peer.requests[0].body)
+    assert doc == {"image": EVIL, "role": "viewer"}
