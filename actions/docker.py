@@ -13,6 +13,12 @@ exit code and the tail of the logs (Postee ignored it); a container still runnin
 ``docker-timeout`` (default 60 s) is killed and the attempt fails as retryable; the container
 is removed whatever happened. The engine is ``docker-host`` or ``DOCKER_HOST`` (any Docker
 Engine API, Podman's included).
+
+Hardened by default (Postee set none of these): the container runs with ``no-new-privileges``
+(``docker-no-new-privileges``), every capability dropped (``docker-cap-drop: [ALL]``; give some
+back with ``docker-cap-add``), a memory limit (``docker-memory``, 512 MiB) and a process limit
+(``docker-pids-limit``, 256). Each is configurable; ``docker-cap-drop: []``, ``docker-memory: 0``
+and ``docker-pids-limit: 0`` lift them.
 """
 
 from __future__ import annotations
@@ -35,13 +41,18 @@ from actions.exec import OUTPUT_LIMIT, TAIL_IN_ERROR, parse_env_entries
 from app.configmodel import PStr, PStrList, parse_duration
 from app.errors import PermanentActionError, RetryableActionError
 from app.messages import ActionMessage
+from app.errors import ConfigError
 from app.redact import redact
+from app.settings import parse_size
 
 log = logging.getLogger("herald.actions.docker")
 
 _NOT_NAME_CHAR = re.compile(r"[^a-zA-Z0-9_.-]")
 _NO_CONNECTION = 900  # aiodocker's status for "could not connect to the engine"
 _LOG_LINES = 5000  # lines fetched from the engine; bytes are capped at OUTPUT_LIMIT after
+_CAPABILITY = re.compile(r"^(ALL|(CAP_)?[A-Z_]+)$")
+DEFAULT_MEMORY = 512 * 1024**2
+DEFAULT_PIDS_LIMIT = 256
 
 
 class DockerConfig(ActionConfig):
@@ -64,6 +75,22 @@ class DockerConfig(ActionConfig):
     )
     docker_host: PStr = Field(
         "", description="Engine address (`unix:///path.sock`, `tcp://host:port`); default `DOCKER_HOST`."
+    )
+    docker_no_new_privileges: bool = Field(
+        True, description="Run the container with `no-new-privileges` (setuid binaries cannot gain privileges)."
+    )
+    docker_cap_drop: PStrList = Field(
+        default_factory=lambda: ["ALL"],
+        description="Capabilities dropped (default `[ALL]`; `[]` keeps the engine's default set).",
+    )
+    docker_cap_add: PStrList = Field(
+        default_factory=list, description="Capabilities added back, e.g. `[NET_BIND_SERVICE]`."
+    )
+    docker_memory: int = Field(
+        DEFAULT_MEMORY, description="Memory limit (size such as `256MiB`, `1g` or bytes; default 512MiB; 0: no limit)."
+    )
+    docker_pids_limit: int = Field(
+        DEFAULT_PIDS_LIMIT, description="Maximum number of processes in the container (default 256; 0: no limit)."
     )
 
     @field_validator("docker_image_name")
@@ -90,6 +117,36 @@ class DockerConfig(ActionConfig):
                     raise ValueError(f"{host!r}: the container path must be absolute, got {target!r}")
         return value
 
+    @field_validator("docker_cap_drop", "docker_cap_add")
+    @classmethod
+    def _caps(cls, value: list[str]) -> list[str]:
+        for i, cap in enumerate(value):
+            if not _CAPABILITY.match(cap.upper()):
+                raise ValueError(f"item {i}: expected a capability such as 'ALL' or 'NET_ADMIN', got {cap!r}")
+        return [cap.upper() for cap in value]
+
+    @field_validator("docker_memory", mode="before")
+    @classmethod
+    def _memory(cls, value: Any) -> int:
+        if value in ("", None):
+            return DEFAULT_MEMORY
+        try:
+            size = parse_size(value, "docker-memory")
+        except ConfigError:
+            raise ValueError(f"expected a size such as '512MiB' or 0 (no limit), got {value!r}") from None
+        if size < 0:
+            raise ValueError(f"must not be negative, got {value!r}")
+        return size
+
+    @field_validator("docker_pids_limit", mode="before")
+    @classmethod
+    def _pids(cls, value: Any) -> int:
+        if value in ("", None):
+            return DEFAULT_PIDS_LIMIT
+        if isinstance(value, bool) or not str(value).strip().lstrip("-").isdigit() or int(value) < 0:
+            raise ValueError(f"expected a number of processes (0: no limit), got {value!r}")
+        return int(value)
+
     @field_validator("docker_timeout", mode="before")
     @classmethod
     def _timeout(cls, value: Any) -> float:
@@ -107,11 +164,26 @@ class ContainerRun:
     binds: list[str] = field(default_factory=list)
     network: str = ""
     timeout: float = 60.0
+    no_new_privileges: bool = True
+    cap_drop: list[str] = field(default_factory=lambda: ["ALL"])
+    cap_add: list[str] = field(default_factory=list)
+    memory: int = DEFAULT_MEMORY  # bytes, 0: no limit
+    pids_limit: int = DEFAULT_PIDS_LIMIT  # 0: no limit
 
     def create_config(self) -> dict[str, Any]:
         host: dict[str, Any] = {"Binds": self.binds}
         if self.network:
             host["NetworkMode"] = self.network
+        if self.no_new_privileges:
+            host["SecurityOpt"] = ["no-new-privileges"]
+        if self.cap_drop:
+            host["CapDrop"] = self.cap_drop
+        if self.cap_add:
+            host["CapAdd"] = self.cap_add
+        if self.memory:
+            host["Memory"] = self.memory
+        if self.pids_limit:
+            host["PidsLimit"] = self.pids_limit
         config: dict[str, Any] = {
             "Image": self.image,
             "Env": self.env,
@@ -165,6 +237,11 @@ class DockerAction(Action[DockerConfig, ContainerRun]):
             binds=[f"{host}:{target}" for host, target in self.config.docker_volume_mounts.items()],
             network=self.config.docker_network,
             timeout=self.config.docker_timeout,
+            no_new_privileges=self.config.docker_no_new_privileges,
+            cap_drop=list(self.config.docker_cap_drop),
+            cap_add=list(self.config.docker_cap_add),
+            memory=self.config.docker_memory,
+            pids_limit=self.config.docker_pids_limit,
         )
 
     async def send(self, request: ContainerRun) -> None:

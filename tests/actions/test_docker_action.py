@@ -72,8 +72,39 @@ def test_payload_env_exact_and_cmd_placeholders() -> None:
     assert run.cmd == ["scan", "nginx", "--tag=1.16", ""]
     assert run.env == ["A=1", 'POSTEE_EVENT={"image": "nginx", "tag": "1.16"}']
     cfg = run.create_config()
-    assert cfg["HostConfig"] == {"Binds": ["/srv/data:/data"], "NetworkMode": "none"}
+    assert cfg["HostConfig"] == {
+        "Binds": ["/srv/data:/data"], "NetworkMode": "none", "SecurityOpt": ["no-new-privileges"],
+        "CapDrop": ["ALL"], "Memory": 512 * 1024**2, "PidsLimit": 256,
+    }
     assert cfg["Image"] == BUSYBOX and run.timeout == 60.0
+
+
+def test_payload_hardening_is_configurable() -> None:
+    act = DockerAction(config(**{
+        "docker-no-new-privileges": False, "docker-cap-drop": ["net_raw", "CAP_SYS_ADMIN"],
+        "docker-cap-add": ["NET_BIND_SERVICE"], "docker-memory": "64MiB", "docker-pids-limit": 32,
+    }))
+    host = act.build_payload(message("x")).create_config()["HostConfig"]
+    assert host == {"Binds": [], "CapDrop": ["NET_RAW", "CAP_SYS_ADMIN"], "CapAdd": ["NET_BIND_SERVICE"],
+                    "Memory": 64 * 1024**2, "PidsLimit": 32}
+    act = DockerAction(config(**{"docker-cap-drop": [], "docker-memory": 0, "docker-pids-limit": "0"}))
+    assert act.build_payload(message("x")).create_config()["HostConfig"] == {
+        "Binds": [], "SecurityOpt": ["no-new-privileges"]}
+
+
+@pytest.mark.parametrize(
+    ("cfg", "needle"),
+    [
+        ({"docker-memory": "lots"}, "actions[7].docker-memory"),
+        ({"docker-pids-limit": "-1"}, "actions[7].docker-pids-limit"),
+        ({"docker-cap-drop": ["not a cap"]}, "actions[7].docker-cap-drop"),
+        ({"docker-no-new-privileges": "maybe"}, "actions[7].docker-no-new-privileges"),
+    ],
+)
+def test_hardening_config_errors(cfg: dict[str, Any], needle: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        config(**cfg)
+    assert needle in str(err.value)
 
 
 # --- against the engine ----------------------------------------------------------------------
