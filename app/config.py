@@ -19,6 +19,7 @@ from actions import action_class
 from actions.base import ActionConfig
 from app.configmodel import PosteeModel, PStr, PStrList, validate_model
 from app.errors import ConfigError
+from app.policy.templates import check_template_url
 from app.settings import HeraldSettings, env_overrides
 
 DEFAULT_CONFIG_PATH = "/config/cfg.yaml"
@@ -71,6 +72,13 @@ class TemplateConfig(PosteeModel):
     body: PStr = ""
     url: PStr = ""
     legacy_scan_renderer: PStr = ""
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if value:
+            check_template_url(value)  # https only (http for loopback), optional #sha256= pin
+        return value
 
     @field_validator("legacy_scan_renderer")
     @classmethod

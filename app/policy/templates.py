@@ -4,7 +4,10 @@ A template is one of:
 - ``rego-package``: a package of the template library (built-in directory, then user directories,
   recursively, ``custom/`` included), queried as ``data.<package>``;
 - ``body``: an inline Rego module, compiled with the ``common`` helpers;
-- ``url``: a Rego module fetched once at start, then like ``body``;
+- ``url``: a Rego module fetched once at start, then like ``body``. Only ``https://`` URLs are
+  accepted (``http://`` only for a loopback host: ``localhost``, ``127.0.0.0/8``, ``::1``; a
+  redirect must stay within the same rule), and the module may be pinned by its SHA-256 with a
+  ``#sha256=<64 hex digits>`` suffix: a fetched module with another digest is refused;
 - ``legacy-scan-renderer``: Postee's built-in html/slack/jira renderers for Aqua scans.
 
 Unlike Postee, a library file that does not compile makes only its own packages unavailable;
@@ -13,12 +16,16 @@ the error (path and line) is reported at start.
 
 from __future__ import annotations
 
+import hashlib
+import ipaddress
 import logging
+import re
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 
@@ -266,12 +273,72 @@ def _find_result(doc: Any) -> Any:
     return None
 
 
-def fetch_template(url: str, timeout: float = 10.0) -> str:
-    """``url`` templates are fetched once at start (with a timeout, unlike Postee)."""
+_PIN = re.compile(r"^sha256=([0-9a-fA-F]{64})$")
+
+
+def _loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    if host.lower() == "localhost":
+        return True
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # the URL is the user's own config
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _allowed_scheme(url: str) -> bool:
+    parts = urlsplit(url)
+    return bool(parts.hostname) and (
+        parts.scheme == "https" or (parts.scheme == "http" and _loopback(parts.hostname))
+    )
+
+
+def check_template_url(url: str) -> tuple[str, str | None]:
+    """``(URL to fetch, expected SHA-256 hex or None)`` of a template ``url``; ``ValueError``
+    for a URL that is not https (http only to a loopback host) or a bad ``#sha256=`` pin."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError as exc:
+        raise ValueError(f"is not a valid URL ({exc}): {url!r}") from None
+    if not _allowed_scheme(url):
+        raise ValueError(
+            f"must be an https:// URL (http:// only for localhost/127.0.0.1/::1), got {url!r}"
+        )
+    pin = None
+    if parts.fragment:
+        m = _PIN.match(parts.fragment)
+        if not m:
+            raise ValueError(f"the only fragment allowed is '#sha256=<64 hex digits>', got {url!r}")
+        pin = m.group(1).lower()
+    return urlunsplit(parts._replace(fragment="")), pin
+
+
+class _SafeRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> Any:
+        if not _allowed_scheme(newurl):
+            raise TemplateError(f"template {req.full_url} redirects to {newurl}, which is not https", req.full_url)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def fetch_template(url: str, timeout: float = 10.0) -> str:
+    """``url`` templates are fetched once at start (with a timeout, unlike Postee), over https
+    (or http to a loopback host), and checked against a ``#sha256=`` pin when the URL has one."""
+    try:
+        target, pin = check_template_url(url)
+    except ValueError as exc:
+        raise TemplateError(f"template url {exc}", url) from None
+    opener = urllib.request.build_opener(_SafeRedirects)
+    try:
+        with opener.open(target, timeout=timeout) as resp:  # the URL is the user's own config
             if resp.status > 399:
-                raise TemplateError(f"fetching {url} gave HTTP {resp.status}", url)
-            return resp.read().decode()
+                raise TemplateError(f"fetching {target} gave HTTP {resp.status}", url)
+            data = resp.read()
     except OSError as exc:
-        raise TemplateError(f"cannot fetch template {url}: {exc}", url) from None
+        raise TemplateError(f"cannot fetch template {target}: {exc}", url) from None
+    if pin is not None:
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != pin:
+            raise TemplateError(f"template {target} has SHA-256 {digest}, but the url pins {pin}", url)
+    return data.decode()
