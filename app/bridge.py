@@ -4,28 +4,42 @@
 (``acks=all``): 200 with the event id; 400 for a body that is not a JSON object; 413 over the
 size limit; 503 when Kafka cannot take the event, so the sender retries. The raw body is the
 Kafka value, metadata goes in headers, so producers can publish scanner JSON directly too.
+
+Security (issue 13): ``herald.auth`` turns on bearer tokens, HMAC-SHA256 body signatures (global
+or per ``/tenant/{route}``) and mTLS on the HTTPS listener; 401 without credentials, 403 with
+wrong ones. Hostile input gets a 4xx and one rate-limited log line: bad encodings, JSON nested
+deeper than ``max-json-depth``, bodies slower than ``read-timeout``; over ``max-in-flight``
+requests at once get 503 with Retry-After.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
+import ipaddress
 import logging
+import re
 import os
 import signal
 import ssl
 import threading
 import time
+from itertools import accumulate
 from typing import Any
 
 import orjson
-from aiohttp import web
+from aiohttp import ClientPayloadError, web
+from aiohttp.http_exceptions import HttpProcessingError
 from confluent_kafka import KafkaException, Producer
 
 from app.config import Config
 from app.errors import ConfigError, KafkaUnavailableError
 from app.kafka_admin import ensure_topics
 from app.kafka_client import bootstrap_of, client_config, producer_config
-from app.router import H_EVENT_ID, H_RECEIVED_AT, H_ROUTE, H_SOURCE, H_USER_AGENT, new_event_id
+from app.router import (H_AUTHENTICATED, H_EVENT_ID, H_RECEIVED_AT, H_ROUTE, H_SOURCE, H_USER_AGENT,
+                        new_event_id)
+from app.settings import AuthSettings
 from app.topics import Topics
 
 log = logging.getLogger("herald.bridge")
@@ -56,6 +70,156 @@ _rdkafka_log.addFilter(_Throttle())
 
 def _json_error(status: int, reason: str, **extra: Any) -> web.Response:
     return web.json_response({"error": reason, **extra}, status=status)
+
+
+class _RateLog:
+    """One warning line per kind of rejected request per ``every`` seconds (a flood stays quiet)."""
+
+    def __init__(self, every: float = 1.0) -> None:
+        self.every = every
+        self.last: dict[str, float] = {}
+        self.suppressed: dict[str, int] = {}
+
+    def __call__(self, kind: str, message: str, *args: Any) -> None:
+        now = time.monotonic()
+        if now - self.last.get(kind, -1e9) < self.every:
+            self.suppressed[kind] = self.suppressed.get(kind, 0) + 1
+            return
+        self.last[kind] = now
+        more = self.suppressed.pop(kind, 0)
+        log.warning("rejected (%s): " + message + (f" (+{more} more since the last line)" if more else ""),
+                    kind, *args)
+
+
+class _OneLine(logging.Filter):
+    """aiohttp logs malformed requests (bad headers, chunking, encodings) with a traceback: make
+    them one rate-limited line."""
+
+    def __init__(self, every: float = 1.0) -> None:
+        super().__init__()
+        self.every = every
+        self.last: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is None:
+            return True
+        kind = type(exc).__name__
+        now = time.monotonic()
+        if now - self.last.get(kind, -1e9) < self.every:
+            return False
+        self.last[kind] = now
+        record.msg = f"{record.getMessage()}: {kind}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
+        record.args = None
+        record.exc_info = None
+        record.exc_text = None
+        return True
+
+
+logging.getLogger("aiohttp.server").addFilter(_OneLine())
+
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
+_STEP = [0] * 256
+for _b in b"[{":
+    _STEP[_b] = 1
+for _b in b"]}":
+    _STEP[_b] = -1
+
+
+def json_depth(body: bytes, limit: int) -> int:
+    """The nesting depth of valid JSON text ``body`` (0 for a scalar), exact when it is above
+    ``limit``; cheap when the body holds at most ``limit`` brackets."""
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return min(limit, body.count(b"[") + body.count(b"{"))
+    brackets = _JSON_STRING.sub(b"", body).translate(None, _NOT_BRACKET)
+    return max(accumulate(map(_STEP.__getitem__, brackets)), default=0)
+
+
+def is_loopback(host: str) -> bool:
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def exposure_problem(config: Config) -> str | None:
+    """Why the bridge must not start: a non-loopback listener without ``herald.auth``."""
+    settings = config.herald
+    if settings.auth.configured() or settings.allow_unauthenticated:
+        return None
+    for key, address in (("http-listen", settings.http_listen), ("https-listen", settings.https_listen)):
+        if address and not is_loopback(address.rpartition(":")[0] or "0.0.0.0"):
+            return (f"herald.{key} {address} is not a loopback address and herald.auth configures no "
+                    "authentication (bearer-tokens, hmac-keys or client-ca); set herald.auth, or "
+                    "herald.allow-unauthenticated: true to accept unauthenticated events from the network")
+    return None
+
+
+def exposure_warning(config: Config) -> str | None:
+    settings = config.herald
+    if settings.auth.configured() or not settings.allow_unauthenticated:
+        return None
+    exposed = [a for a in (settings.http_listen, settings.https_listen)
+               if a and not is_loopback(a.rpartition(":")[0] or "0.0.0.0")]
+    if not exposed:
+        return None
+    return (f"the bridge accepts UNAUTHENTICATED events on {', '.join(exposed)} "
+            "(herald.allow-unauthenticated: true); configure herald.auth")
+
+
+class Authenticator:
+    """Bearer tokens and HMAC-SHA256 body signatures (global, or per route), and mTLS peers."""
+
+    def __init__(self, auth: AuthSettings) -> None:
+        self.auth = auth
+        self.signature_header = auth.signature_header
+        self.signature_prefix = auth.signature_prefix
+
+    def credentials(self, route: str | None) -> tuple[list[bytes], list[bytes]]:
+        """(tokens, keys) that open ``route``: a route's own entry replaces the global lists."""
+        own = self.auth.routes.get(route) if route is not None else None
+        src = own if own is not None else self.auth
+        return ([t.reveal().encode() for t in src.bearer_tokens], [k.reveal().encode() for k in src.hmac_keys])
+
+    def required(self, route: str | None) -> bool:
+        tokens, keys = self.credentials(route)
+        return bool(tokens or keys or self.auth.client_ca)
+
+    @staticmethod
+    def mtls(request: web.Request) -> bool:
+        transport = request.transport
+        return bool(transport is not None and transport.get_extra_info("peercert"))
+
+    def bearer(self, request: web.Request, tokens: list[bytes]) -> bool | None:
+        """True: a valid token; False: a wrong one; None: no bearer token sent."""
+        header = request.headers.get("Authorization")
+        if header is None:
+            return None
+        scheme, _, value = header.strip().partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            return False
+        given = value.strip().encode()
+        ok = False
+        for token in tokens:  # every token compared: the time does not tell which one matched
+            ok |= hmac.compare_digest(given, token)
+        return ok
+
+    def signature(self, request: web.Request, body: bytes, keys: list[bytes]) -> bool | None:
+        header = request.headers.get(self.signature_header)
+        if header is None:
+            return None
+        value = header.strip()
+        if not value.startswith(self.signature_prefix):
+            return False
+        given = value[len(self.signature_prefix):].strip().lower().encode()
+        ok = False
+        for key in keys:
+            ok |= hmac.compare_digest(given, hmac.new(key, body, hashlib.sha256).hexdigest().encode())
+        return ok
 
 
 class KafkaWriter:
@@ -148,7 +312,21 @@ class Bridge:
             client_config(settings), self.topics.events, settings.partitions, settings.replication_factor
         )
         self.body_limit = config.herald.body_limit
+        self.read_timeout = settings.read_timeout
+        self.max_in_flight = settings.max_in_flight
+        self.max_json_depth = settings.max_json_depth
+        self.auth = Authenticator(settings.auth)
+        self.in_flight = 0
         self.accepted = 0
+        self.reject_log = _RateLog()
+
+    def _reject(self, status: int, kind: str, reason: str, request: web.Request,
+                headers: dict[str, str] | None = None, close: bool = False) -> web.Response:
+        self.reject_log(kind, "%s %s %s from %s: %s", status, request.method, request.path, request.remote, reason)
+        resp = web.json_response({"error": reason}, status=status, headers=headers)
+        if close:  # the rest of the body is not read: drop the connection
+            resp.force_close()
+        return resp
 
     def app(self) -> web.Application:
         # client_max_size slightly above the limit so we answer 413 ourselves with a clear body
@@ -177,27 +355,73 @@ class Bridge:
 
     async def readyz(self, request: web.Request) -> web.Response:
         if self.writer.ready:
-            return web.json_response({"status": "ready", "kafka": self.writer.bootstrap})
-        return _json_error(503, f"Kafka at {self.writer.bootstrap} is not reachable")
+            return web.json_response({"status": "ready"})
+        return _json_error(503, "Kafka is not reachable")
 
     async def ingest(self, request: web.Request) -> web.Response:
-        route = request.match_info.get("route")
-        if route is not None and route not in self.config.routes:
-            return _json_error(404, f"unknown route {route!r}", routes=sorted(self.config.routes))
-        if request.content_length is not None and request.content_length > self.body_limit:
-            return _json_error(413, f"body of {request.content_length} bytes exceeds the limit of {self.body_limit} bytes")
+        if self.in_flight >= self.max_in_flight:
+            return self._reject(503, "busy", f"more than {self.max_in_flight} requests in flight; retry later",
+                                request, {"Retry-After": "1"})
+        self.in_flight += 1
         try:
-            body = await request.read()
+            return await self._ingest(request)
+        finally:
+            self.in_flight -= 1
+
+    async def _ingest(self, request: web.Request) -> web.Response:
+        route = request.match_info.get("route")
+        # authentication before the body is read: a request without credentials costs nothing
+        method: str | None = None
+        tokens: list[bytes] = []
+        keys: list[bytes] = []
+        if self.auth.mtls(request):
+            method = "mtls"
+        elif self.auth.required(route):
+            tokens, keys = self.auth.credentials(route)
+            bearer = self.auth.bearer(request, tokens)
+            if bearer:
+                method = "bearer"
+            elif bearer is None and request.headers.get(self.auth.signature_header) is None:
+                self.reject_log("unauthorized", "401 %s %s from %s", request.method, request.path, request.remote)
+                return web.json_response({"error": "unauthorized"}, status=401,
+                                         headers={"WWW-Authenticate": "Bearer"})
+            elif not keys or request.headers.get(self.auth.signature_header) is None:
+                self.reject_log("forbidden", "403 %s %s from %s", request.method, request.path, request.remote)
+                return web.json_response({"error": "forbidden"}, status=403)
+        if request.content_length is not None and request.content_length > self.body_limit:
+            return self._reject(413, "size", f"body of {request.content_length} bytes exceeds the limit of "
+                                f"{self.body_limit} bytes", request)
+        try:
+            body = await asyncio.wait_for(request.read(), self.read_timeout)
         except web.HTTPRequestEntityTooLarge:
-            return _json_error(413, f"body exceeds the limit of {self.body_limit} bytes")
+            return self._reject(413, "size", f"body exceeds the limit of {self.body_limit} bytes", request)
+        except TimeoutError:
+            return self._reject(408, "timeout", f"body not received within {self.read_timeout:g}s", request,
+                                close=True)
+        except (web.RequestPayloadError, HttpProcessingError, ClientPayloadError, ConnectionError) as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            return self._reject(400, "body", f"cannot read the body ({type(exc).__name__}: {reason[:200]})",
+                                request, close=True)
         if len(body) > self.body_limit:
-            return _json_error(413, f"body of {len(body)} bytes exceeds the limit of {self.body_limit} bytes")
+            return self._reject(413, "size", f"body of {len(body)} bytes exceeds the limit of {self.body_limit} "
+                                "bytes", request)
+        if method is None and self.auth.required(route):
+            if not self.auth.signature(request, body, keys):
+                self.reject_log("forbidden", "403 %s %s from %s", request.method, request.path, request.remote)
+                return web.json_response({"error": "forbidden"}, status=403)
+            method = "hmac"
+        if route is not None and route not in self.config.routes:  # after authentication: names stay private
+            return self._reject(404, "route", f"unknown route {route!r}", request)
         try:
             parsed = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
-            return _json_error(400, f"body is not valid JSON: {exc}")
+            if "depth limit" in str(exc):
+                return self._reject(400, "depth", f"JSON nested deeper than {self.max_json_depth} levels", request)
+            return self._reject(400, "json", f"body is not valid JSON: {exc}", request)
         if not isinstance(parsed, dict):
-            return _json_error(400, f"body must be a JSON object, got {type(parsed).__name__}")
+            return self._reject(400, "json", f"body must be a JSON object, got {type(parsed).__name__}", request)
+        if json_depth(body, self.max_json_depth) > self.max_json_depth:
+            return self._reject(400, "depth", f"JSON nested deeper than {self.max_json_depth} levels", request)
         if not self.writer.ready:
             return _json_error(503, "Kafka is not reachable; retry later", retry_after=1)
         event_id = new_event_id()
@@ -209,6 +433,8 @@ class Bridge:
         ]
         if route is not None:
             headers.append((H_ROUTE, route.encode()))
+        if method is not None:
+            headers.append((H_AUTHENTICATED, method.encode()))
         try:
             partition, offset = await self.writer.write(body, headers, event_id.encode())
         except (TimeoutError, KafkaException) as exc:
@@ -227,9 +453,10 @@ def _split(address: str, what: str) -> tuple[str, int]:
     return host or "0.0.0.0", int(port)
 
 
-def tls_context(environ: dict[str, str] | None = None) -> ssl.SSLContext:
+def tls_context(environ: dict[str, str] | None = None, client_ca: str = "") -> ssl.SSLContext:
     """HTTPS with Postee's variables ``AQUAALERT_CERT_PEM`` and ``AQUAALERT_KEY_PEM`` (no self-signed
-    certificate is written next to the binary, unlike Postee)."""
+    certificate is written next to the binary, unlike Postee). ``client_ca``: clients must present
+    a certificate signed by it (mTLS)."""
     env = os.environ if environ is None else environ
     cert, key = env.get("AQUAALERT_CERT_PEM", ""), env.get("AQUAALERT_KEY_PEM", "")
     if not cert or not key:
@@ -240,11 +467,27 @@ def tls_context(environ: dict[str, str] | None = None) -> ssl.SSLContext:
         ctx.load_cert_chain(cert, key)
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(f"cannot load the TLS certificate {cert} / key {key}: {exc}", "herald.https-listen") from None
+    if client_ca:
+        try:
+            ctx.load_verify_locations(cafile=client_ca)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"cannot load the client CA {client_ca}: {exc}", "herald.auth.client-ca") from None
+        ctx.verify_mode = ssl.CERT_REQUIRED
     return ctx
 
 
 async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
-    """Serve HTTP (and HTTPS when ``https-listen`` is set) until ``stop`` is set or cancelled."""
+    """Serve HTTP (and HTTPS when ``https-listen`` is set) until ``stop`` is set or cancelled.
+
+    Raises ConfigError before binding anything when a non-loopback listener has no authentication."""
+    problem = exposure_problem(config)
+    if problem:
+        raise ConfigError(problem)
+    warning = exposure_warning(config)
+    if warning:
+        log.warning("%s", warning)
+    if config.herald.auth.client_ca and not config.herald.https_listen:
+        log.warning("herald.auth.client-ca is set but herald.https-listen is not: mTLS is off")
     bridge = Bridge(config)
     runner = web.AppRunner(bridge.app(), access_log=None)
     await runner.setup()
@@ -252,7 +495,7 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
     sites = [web.TCPSite(runner, host, port)]
     if config.herald.https_listen:
         thost, tport = _split(config.herald.https_listen, "herald.https-listen")
-        sites.append(web.TCPSite(runner, thost, tport, ssl_context=tls_context()))
+        sites.append(web.TCPSite(runner, thost, tport, ssl_context=tls_context(client_ca=config.herald.auth.client_ca)))
     try:
         for site in sites:
             await site.start()

@@ -56,14 +56,21 @@ def _probe(config: Config) -> None:
     probe(client_config(config.herald), timeout=PROBE_TIMEOUT_S)
 
 
-def _load(args: argparse.Namespace, kafka: bool = True) -> Config:
-    """The config of a command; ``kafka``: the command needs Kafka, so probe it now."""
+def _load(args: argparse.Namespace, kafka: bool = True, listens: bool = False) -> Config:
+    """The config of a command; ``kafka``: the command needs Kafka, so probe it now; ``listens``:
+    it runs the bridge, which refuses a non-loopback address without authentication."""
     path = config_path(getattr(args, "config", None))
     config = load_config(path)
     if getattr(args, "bootstrap", None):
         config.herald.kafka_bootstrap_servers = args.bootstrap
     for warning in config.warnings:
         log.warning("config: %s", warning)
+    if listens:
+        from app.bridge import exposure_problem
+
+        problem = exposure_problem(config)
+        if problem:
+            raise ConfigError(problem)
     if kafka:
         _probe(config)
     return config
@@ -90,6 +97,13 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         problems = router.errors
     except HeraldError as exc:
         problems = [str(exc)]
+    from app.bridge import exposure_problem, exposure_warning
+
+    exposure = exposure_problem(config)
+    if exposure:
+        problems.append(exposure)
+    elif exposure_warning(config):
+        config.warnings.append(str(exposure_warning(config)))
     for warning in config.warnings:
         print(f"warning: {warning}")
     for problem in problems:
@@ -110,7 +124,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_bridge(args: argparse.Namespace) -> int:
     from app.bridge import run_bridge
 
-    config = _load(args)
+    config = _load(args, listens=True)
     setup_logging(config.herald.debug)
     run_bridge(config)
     return 0
@@ -126,7 +140,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Bridge and worker as two child processes; SIGINT/SIGTERM stops both."""
-    config = _load(args)
+    config = _load(args, listens=True)
     base = [sys.executable, "-m", "app.cli"]
     extra = ["--config", config.path] + (["--bootstrap", args.bootstrap] if args.bootstrap else [])
     procs = [subprocess.Popen(base + ["worker", *extra]), subprocess.Popen(base + ["bridge", *extra])]

@@ -133,7 +133,7 @@ class PosteeModel(BaseModel):
 M = TypeVar("M", bound=PosteeModel)
 
 _SECRET_KEYS = {"password", "token", "pagerduty-auth-token", "pagerduty-routing-key",
-                "dependency-track-api-key", "api-key"}
+                "dependency-track-api-key", "api-key", "bearer-tokens", "hmac-keys"}
 
 
 def _loc_path(prefix: str, loc: tuple[Any, ...]) -> str:

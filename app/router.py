@@ -42,6 +42,7 @@ H_RECEIVED_AT = "herald-received-at"
 H_ROUTE = "herald-route"
 H_SOURCE = "herald-source"
 H_USER_AGENT = "herald-user-agent"
+H_AUTHENTICATED = "herald-authenticated"  # bearer | hmac | mtls, set by the bridge on authenticated events
 
 
 @dataclass

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field, StrictInt, field_validator
+from pydantic import BeforeValidator, Field, StrictBool, StrictInt, WithJsonSchema, field_validator
 
-from app.configmodel import PosteeModel, PStr, PStrList
+from app.configmodel import PosteeModel, PStr, PStrList, Secret, parse_duration
 from app.errors import ConfigError
-from app.kafka_client import KafkaSettings
+from app.kafka_client import KafkaSettings, resolve_secret
 
 _SIZE = re.compile(r"^(\d+)\s*([kmg]i?b?|b)?$", re.IGNORECASE)
 _SIZE_UNIT = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
@@ -28,6 +28,63 @@ def parse_size(value: Any, path: str) -> int:
         raise ConfigError(f"expected a size such as '10MiB', got {value!r}", path, value)
     unit = (m.group(2) or "").lower()[:1]
     return int(m.group(1)) * _SIZE_UNIT[unit]
+
+
+def _to_secrets(value: Any) -> list[Secret]:
+    """A token or key list: each item literal, ``$NAME``/``${NAME}`` or ``file:/path`` (one or a list)."""
+    if value is None or value == "":
+        return []
+    items = value if isinstance(value, list) else [value]
+    out = []
+    for i, item in enumerate(items):
+        try:
+            text = resolve_secret(item)
+        except ValueError as exc:
+            raise ValueError(f"item {i}: {exc}") from None
+        if not text:
+            raise ValueError(f"item {i} is empty")
+        out.append(item if isinstance(item, Secret) else Secret(text))
+    return out
+
+
+SecretList = Annotated[
+    list[Secret], BeforeValidator(_to_secrets),
+    WithJsonSchema({"type": "array", "items": {"type": "string", "format": "password", "writeOnly": True}}),
+]
+
+
+class RouteAuth(PosteeModel):
+    """Credentials of one ``/tenant/{route}`` path: they replace the global tokens and keys there."""
+
+    bearer_tokens: SecretList = Field(default_factory=list, description="Valid bearer tokens of this route.")
+    hmac_keys: SecretList = Field(default_factory=list, description="HMAC-SHA256 body signature keys of this route.")
+
+
+class AuthSettings(PosteeModel):
+    """Who may post to the bridge: bearer tokens, HMAC-SHA256 body signatures, mTLS client certificates."""
+
+    bearer_tokens: SecretList = Field(
+        default_factory=list, description="Valid bearer tokens (several during a rotation); literal, $ENV, "
+        "${ENV} or file:/path (env HERALD_AUTH_BEARER_TOKENS, comma-separated).")
+    hmac_keys: SecretList = Field(
+        default_factory=list, description="HMAC-SHA256 keys of body signatures; literal, $ENV, ${ENV} or "
+        "file:/path (env HERALD_AUTH_HMAC_KEYS, comma-separated).")
+    signature_header: PStr = Field("X-Hub-Signature-256", description="Header carrying the body signature.")
+    signature_prefix: PStr = Field("sha256=", description="Prefix of the signature header's value, before the hex.")
+    client_ca: PStr = Field(
+        "", description="CA file of client certificates: the HTTPS listener requires one (mTLS) "
+        "(env HERALD_AUTH_CLIENT_CA).")
+    routes: dict[str, RouteAuth] = Field(
+        default_factory=dict, description="Per /tenant/{route} credentials, overriding the global ones.")
+
+    @field_validator("routes", mode="before")
+    @classmethod
+    def _routes(cls, value: Any) -> Any:
+        return {} if value is None else value
+
+    def configured(self) -> bool:
+        """Global authentication is on (every path but the per-route overrides needs credentials)."""
+        return bool(self.bearer_tokens or self.hmac_keys or self.client_ca)
 
 
 class HeraldSettings(PosteeModel):
@@ -62,6 +119,21 @@ class HeraldSettings(PosteeModel):
         "./rego-filters", description="Directory of route input-files (env REGO_FILTERS_PATH)."
     )
     debug: bool = Field(False, description="Debug logging (env POSTEE_DEBUG=1/true/yes/on).")
+    auth: AuthSettings = Field(
+        default_factory=AuthSettings, description="Bridge authentication: bearer tokens, HMAC signatures, mTLS "
+        "(env HERALD_AUTH_*).")
+    allow_unauthenticated: StrictBool = Field(
+        False, description="Let the bridge listen on a non-loopback address without herald.auth "
+        "(env HERALD_ALLOW_UNAUTHENTICATED).")
+    read_timeout: float = Field(
+        30.0, gt=0, description="Seconds (or '30s') a client has to send its request body; then 408 "
+        "(env HERALD_READ_TIMEOUT).")
+    max_in_flight: StrictInt = Field(
+        512, ge=1, description="Ingest requests handled at once; more get 503 with Retry-After "
+        "(env HERALD_MAX_IN_FLIGHT).")
+    max_json_depth: StrictInt = Field(
+        100, ge=1, le=120, description="Deepest JSON nesting accepted; the embedded Rego engine refuses "
+        "128 (env HERALD_MAX_JSON_DEPTH).")
     kafka: KafkaSettings = Field(
         default_factory=KafkaSettings,
         description="How every Kafka client connects: security protocol, SASL, TLS, librdkafka properties "
@@ -72,6 +144,16 @@ class HeraldSettings(PosteeModel):
     @classmethod
     def _kafka(cls, value: Any) -> Any:
         return {} if value is None else value
+
+    @field_validator("auth", mode="before")
+    @classmethod
+    def _auth(cls, value: Any) -> Any:
+        return {} if value is None else value
+
+    @field_validator("read_timeout", mode="before")
+    @classmethod
+    def _read_timeout(cls, value: Any) -> float:
+        return parse_duration(value, "herald.read-timeout")
 
     @field_validator("body_limit", mode="before")
     @classmethod
@@ -116,8 +198,16 @@ ENV_OVERRIDES: list[tuple[tuple[str, ...], str]] = [
     (("HERALD_KAFKA_SSL_KEY_LOCATION",), "kafka.ssl_key_location"),
     (("HERALD_KAFKA_SSL_KEY_PASSWORD",), "kafka.ssl_key_password"),
     (("HERALD_KAFKA_SSL_ENDPOINT_IDENTIFICATION",), "kafka.ssl_endpoint_identification"),
+    (("HERALD_ALLOW_UNAUTHENTICATED",), "allow_unauthenticated"),
+    (("HERALD_READ_TIMEOUT",), "read_timeout"),
+    (("HERALD_MAX_IN_FLIGHT",), "max_in_flight"),
+    (("HERALD_MAX_JSON_DEPTH",), "max_json_depth"),
+    # herald.auth: "auth.<key>" sets herald.auth.<key>
+    (("HERALD_AUTH_BEARER_TOKENS",), "auth.bearer_tokens"),
+    (("HERALD_AUTH_HMAC_KEYS",), "auth.hmac_keys"),
+    (("HERALD_AUTH_CLIENT_CA",), "auth.client_ca"),
 ]
-_INT_KEYS = {"partitions", "replication_factor"}
+_INT_KEYS = {"partitions", "replication_factor", "max_in_flight", "max_json_depth"}
 _TRUE = {"1", "true", "yes", "on", "debug"}
 _BOOL = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 
@@ -139,6 +229,14 @@ def env_overrides(environ: dict[str, str] | None = None) -> dict[str, Any]:
                     out.setdefault("kafka", {})[sub.replace("_", "-")] = _BOOL[value.strip().lower()]
                 else:
                     out.setdefault("kafka", {})[sub.replace("_", "-")] = value
+            elif key.startswith("auth."):
+                sub = key.removeprefix("auth.")
+                out.setdefault("auth", {})[sub.replace("_", "-")] = (
+                    [v.strip() for v in value.split(",") if v.strip()] if sub != "client_ca" else value)
+            elif key == "allow_unauthenticated":
+                if value.strip().lower() not in _BOOL:
+                    raise ConfigError(f"expected true or false, got {value!r}", name, value)
+                out[key] = _BOOL[value.strip().lower()]
             elif key in _INT_KEYS:
                 if not value.strip().isdigit():
                     raise ConfigError(f"expected an integer, got {value!r}", name, value)
