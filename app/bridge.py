@@ -102,8 +102,8 @@ class _OneLine(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        if exc is None:
-            return True
+        if exc is None or not isinstance(exc, _CLIENT_ERRORS):
+            return True  # a bug of ours keeps its traceback
         kind = type(exc).__name__
         now = time.monotonic()
         if now - self.last.get(kind, -1e9) < self.every:
@@ -116,6 +116,7 @@ class _OneLine(logging.Filter):
         return True
 
 
+_CLIENT_ERRORS = (web.RequestPayloadError, HttpProcessingError, ClientPayloadError, ConnectionError, ssl.SSLError)
 logging.getLogger("aiohttp.server").addFilter(_OneLine())
 
 _JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
@@ -398,7 +399,7 @@ class Bridge:
         except TimeoutError:
             return self._reject(408, "timeout", f"body not received within {self.read_timeout:g}s", request,
                                 close=True)
-        except (web.RequestPayloadError, HttpProcessingError, ClientPayloadError, ConnectionError) as exc:
+        except _CLIENT_ERRORS as exc:
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             return self._reject(400, "body", f"cannot read the body ({type(exc).__name__}: {reason[:200]})",
                                 request, close=True)
