@@ -158,6 +158,9 @@ class KafkaIO:
             "heartbeat.interval.ms": 1000,
             "max.poll.interval.ms": 300000,
             "isolation.level": "read_committed",
+            # a subscribed topic missing from the metadata (created by another worker a moment ago)
+            # gets its partitions at the next refresh: every 10 s, not librdkafka's 5 min
+            "topic.metadata.refresh.interval.ms": 10000,
             # let the broker gather a fetch's worth of data (fewer, larger fetches cost the broker
             # 2.5x less CPU per event), but not for long: each hop waits at most fetch.wait.max.ms
             "fetch.min.bytes": 65536,

@@ -33,7 +33,7 @@ from agents.stateful import RouteState
 from app.config import Config
 from app.delivered import RETENTION_S, DeliveredKeys
 from app.errors import EventError
-from app.kafka_admin import ensure_topics
+from app.kafka_admin import ensure_topics, wait_topics
 from app.kafka_client import client_config
 from app.messages import ActionMessage, DeadLetter
 from app.router import EventMeta, Router
@@ -332,6 +332,7 @@ def ensure_worker_topics(worker: Worker) -> None:
     configs[worker.topics.route_state_changelog] = {"cleanup.policy": "compact"}
     ensure_topics(worker.kafka_conf, worker.topic_names(), s.partitions, s.replication_factor,
                   configs=configs)
+    wait_topics(worker.kafka_conf, worker.input_topics())
 
 
 def run_worker(config: Config) -> int:

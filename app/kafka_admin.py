@@ -56,3 +56,28 @@ def ensure_topics(
     if created:
         log.info("created topics: %s", ", ".join(created))
     return created
+
+
+def wait_topics(conf: Mapping[str, Any] | str, names: list[str], timeout: float = 30.0) -> None:
+    """Wait until the broker's metadata shows every topic of ``names`` with a leader for each
+    partition. A consumer that subscribes to a topic created a moment ago but not yet in the
+    metadata is assigned none of its partitions until its next metadata refresh."""
+    import time
+
+    client = admin(conf)
+    deadline = time.monotonic() + timeout
+    missing: list[str] = list(names)
+    while True:
+        try:
+            md = client.list_topics(timeout=max(1.0, min(5.0, deadline - time.monotonic())))
+            missing = [n for n in names if n not in md.topics or md.topics[n].error is not None
+                       or not md.topics[n].partitions
+                       or any(p.leader < 0 for p in md.topics[n].partitions.values())]
+        except KafkaException:
+            pass
+        if not missing:
+            return
+        if time.monotonic() > deadline:
+            raise KafkaUnavailableError(f"topics not ready at {bootstrap_of(conf)} after {timeout:.0f}s: "
+                                        f"{', '.join(missing[:5])}")
+        time.sleep(0.1)
