@@ -42,6 +42,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from agents.offsets import TP, OffsetTracker
+from app.kafka_client import consumer_config, producer_config
 
 log = logging.getLogger("herald.kafka")
 
@@ -110,8 +111,6 @@ class KafkaIO:
         instance_id: str = "",
         on_assigned: Callable[[list[TP]], None] | None = None,
         on_revoked: Callable[[list[TP]], None] | None = None,
-        consumer_overrides: dict[str, Any] | None = None,
-        producer_overrides: dict[str, Any] | None = None,
         batch_size: int = 64,
         revoke_timeout: float = 20.0,
     ) -> None:
@@ -137,22 +136,12 @@ class KafkaIO:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_outage_log = 0.0
         common = {**conf, "error_cb": self._on_error, "logger": logging.getLogger("herald.kafka.client")}
-        self.producer = Producer({
-            **common,
-            "acks": "all",
-            "enable.idempotence": True,
-            "linger.ms": 2,
-            "compression.type": "lz4",
-            "partitioner": "murmur2_random",  # the partitions Java clients, the bridge and replay pick
-            **(producer_overrides or {}),
-        })
-        consumer_conf: dict[str, Any] = {
-            **common,
-            "group.id": group,
+        # acks=all, idempotent, murmur2 (the partitions of the bridge, replay and Java clients)
+        self.producer = Producer(producer_config(common, **{"linger.ms": 2, "compression.type": "lz4"}))
+        consumer_conf = consumer_config(common, group, **{
             "enable.auto.commit": True,
             "auto.commit.interval.ms": 1000,
             "enable.auto.offset.store": False,
-            "auto.offset.reset": "earliest",
             "partition.assignment.strategy": "cooperative-sticky",
             "session.timeout.ms": 10000,
             "heartbeat.interval.ms": 1000,
@@ -169,8 +158,7 @@ class KafkaIO:
             "fetch.max.bytes": 8 * 1024 * 1024,
             "queued.max.messages.kbytes": 8 * 1024,
             "queued.min.messages": 1000,
-            **(consumer_overrides or {}),
-        }
+        })
         if instance_id:
             consumer_conf["group.instance.id"] = instance_id
         self.consumer = Consumer(consumer_conf)
@@ -194,20 +182,12 @@ class KafkaIO:
     def produce(self, topic: str, key: str | bytes | None, value: bytes | None, ticket: Ticket | None = None,
                 partition: int | None = None) -> None:
         """Hand a record to the producer; ``ticket``'s message finishes only once it is acknowledged."""
-        kwargs: dict[str, Any] = {}
-        if partition is not None:
-            kwargs["partition"] = partition
+        on_delivery = None
         if ticket is not None:
             ticket.produced += 1
-            kwargs["on_delivery"] = ticket.on_delivery
-        while True:
-            try:
-                self.producer.produce(topic, value, key, **kwargs)
-                return
-            except BufferError:  # the local queue is full: the Kafka thread's poll will drain it
-                if self.fatal:
-                    raise KafkaFatalError(self.fatal) from None
-                time.sleep(0.005)
+            on_delivery = ticket.on_delivery
+        while not self._try_produce(topic, key, value, on_delivery, partition):
+            time.sleep(0.005)
 
     async def produce_acked(self, topic: str, key: str, value: bytes, ticket: Ticket,
                             partition: int | None = None) -> None:
@@ -221,19 +201,26 @@ class KafkaIO:
             if err is None:
                 self._call_loop(_resolve, fut)
 
-        kwargs: dict[str, Any] = {"on_delivery": on_delivery}
+        ticket.produced += 1
+        while not self._try_produce(topic, key, value, on_delivery, partition):
+            await asyncio.sleep(0.005)
+        await fut
+
+    def _try_produce(self, topic: str, key: str | bytes | None, value: bytes | None,
+                     on_delivery: Callable[[KafkaError | None, Message], None] | None, partition: int | None) -> bool:
+        """False when the local queue is full (the producer's poll thread drains it: try again)."""
+        kwargs: dict[str, Any] = {}
+        if on_delivery is not None:
+            kwargs["on_delivery"] = on_delivery
         if partition is not None:
             kwargs["partition"] = partition
-        ticket.produced += 1
-        while True:
-            try:
-                self.producer.produce(topic, value, key, **kwargs)
-                break
-            except BufferError:
-                if self.fatal:
-                    raise KafkaFatalError(self.fatal) from None
-                await asyncio.sleep(0.005)
-        await fut
+        try:
+            self.producer.produce(topic, value, key, **kwargs)
+            return True
+        except BufferError:
+            if self.fatal:
+                raise KafkaFatalError(self.fatal) from None
+            return False
 
     def done(self, ticket: Ticket) -> None:
         """The loop finished with ``ticket``'s message (its records may still be in flight)."""
@@ -390,15 +377,7 @@ class KafkaIO:
 
     def _revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         tps = [(p.topic, p.partition) for p in partitions]
-        deadline = time.monotonic() + (1.0 if self._closing else self.revoke_timeout)
-        while time.monotonic() < deadline and self.fatal is None:
-            self._serve_notices()
-            if all(self.tracker.in_flight(tp) <= self._skipped.get(tp, 0) for tp in tps):
-                break
-            time.sleep(0.005)
-            self._serve_notices()
-            if all(self.tracker.in_flight(tp) <= self._skipped.get(tp, 0) for tp in tps):
-                break
+        self._wait_finished(tps, 1.0 if self._closing else self.revoke_timeout)
         pending = {tp: self.tracker.in_flight(tp) - self._skipped.get(tp, 0) for tp in tps}
         if any(n > 0 for n in pending.values()):
             log.warning("partitions revoked with messages still in flight (the next owner processes them again): %s",
@@ -414,6 +393,17 @@ class KafkaIO:
             except KafkaException as exc:
                 log.warning("commit on revoke failed: %s", exc)
         self._drop(tps)
+
+    def _wait_finished(self, tps: list[TP], timeout: float) -> None:
+        """Until every message of ``tps`` handed to the loop is finished or skipped (bounded)."""
+        deadline = time.monotonic() + timeout
+        while self.fatal is None:
+            self._serve_notices()
+            if all(self.tracker.in_flight(tp) <= self._skipped.get(tp, 0) for tp in tps):
+                return
+            if time.monotonic() >= deadline:
+                return
+            time.sleep(0.005)
 
     def _lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         tps = [(p.topic, p.partition) for p in partitions]
@@ -434,12 +424,7 @@ class KafkaIO:
         """Stop intake, let the loop finish what it has, flush, store the offsets, and leave the group."""
         if self.assignment and self.fatal is None:
             self.consumer.pause([TopicPartition(*tp) for tp in self.assignment])
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline and self.fatal is None:
-                self._serve_notices()
-                if all(self.tracker.in_flight(tp) <= self._skipped.get(tp, 0) for tp in self.assignment):
-                    break
-                time.sleep(0.005)
+            self._wait_finished(list(self.assignment), timeout)
         self._poll_stop.set()
         self._poller.join()
         remaining = self.producer.flush(10)  # reports of the last records, on this thread now

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -62,8 +63,6 @@ def wait_topics(conf: Mapping[str, Any] | str, names: list[str], timeout: float 
     """Wait until the broker's metadata shows every topic of ``names`` with a leader for each
     partition. A consumer that subscribes to a topic created a moment ago but not yet in the
     metadata is assigned none of its partitions until its next metadata refresh."""
-    import time
-
     client = admin(conf)
     deadline = time.monotonic() + timeout
     missing: list[str] = list(names)
