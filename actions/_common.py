@@ -24,21 +24,30 @@ R = TypeVar("R")
 POSTEE_DOCS_URL = "https://github.com/aquasecurity/postee#general-settings"
 
 
-def _timeout(value: Any) -> float:
+def _duration(value: Any, default: float, zero_is_default: bool) -> float:
     # parse_duration raises ConfigError; pydantic only reports ValueError with the key path.
     if value in ("", None):
-        return 30.0
+        return default
     try:
         seconds = parse_duration(value, "timeout")
     except ConfigError as exc:
         raise ValueError(str(exc).removeprefix("timeout: ")) from None
+    if seconds == 0 and zero_is_default:
+        return default
     if seconds <= 0:
         raise ValueError(f"must be a positive duration, got {value!r}")
     return seconds
 
 
-# A request timeout: Go duration, "30s"/"2m", or seconds; empty means 30 s (Postee had none).
-Timeout = Annotated[float, BeforeValidator(_timeout)]
+def timeout_default(default: float, zero_is_default: bool = False) -> BeforeValidator:
+    """The validator of a timeout field, ``Annotated[float, timeout_default(60.0)]``: a Go duration
+    ("30s", "2m") or seconds; empty means ``default`` (and so does 0 when ``zero_is_default``);
+    other durations must be positive."""
+    return BeforeValidator(lambda v: _duration(v, default, zero_is_default))
+
+
+# A request timeout whose empty value means 30 s (Postee had none).
+Timeout = Annotated[float, timeout_default(30.0)]
 
 
 def check_http_url(value: str) -> str:

@@ -28,17 +28,18 @@ import logging
 import re
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 import aiodocker
 import aiohttp
 from aiodocker.exceptions import DockerError
 from pydantic import Field, field_validator
 
+from actions._common import timeout_default
 from actions._placeholders import EventView, substitute
 from actions.base import Action, ActionConfig
 from actions.exec import OUTPUT_LIMIT, TAIL_IN_ERROR, parse_env_entries
-from app.configmodel import PStr, PStrList, parse_duration
+from app.configmodel import PStr, PStrList
 from app.errors import PermanentActionError, RetryableActionError
 from app.messages import ActionMessage
 from app.errors import ConfigError
@@ -70,7 +71,7 @@ class DockerConfig(ActionConfig):
     docker_volume_mounts: dict[str, PStr] = Field(
         default_factory=dict, description="Bind mounts: host path -> container path."
     )
-    docker_timeout: float = Field(
+    docker_timeout: Annotated[float, timeout_default(60.0)] = Field(
         60.0, description="Kill the container after this long (duration; default 60s)."
     )
     docker_host: PStr = Field(
@@ -146,14 +147,6 @@ class DockerConfig(ActionConfig):
         if isinstance(value, bool) or not str(value).strip().lstrip("-").isdigit() or int(value) < 0:
             raise ValueError(f"expected a number of processes (0: no limit), got {value!r}")
         return int(value)
-
-    @field_validator("docker_timeout", mode="before")
-    @classmethod
-    def _timeout(cls, value: Any) -> float:
-        seconds = parse_duration(value, "docker-timeout") if value not in ("", None) else 60.0
-        if seconds <= 0:
-            raise ValueError(f"must be a positive duration, got {value!r}")
-        return seconds
 
 
 @dataclass(slots=True)

@@ -27,13 +27,14 @@ import signal
 import subprocess
 from dataclasses import dataclass
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field, field_validator, model_validator
 
+from actions._common import timeout_default
 from actions._placeholders import EventView, substitute
 from actions.base import Action, ActionConfig
-from app.configmodel import PStr, PStrList, parse_duration
+from app.configmodel import PStr, PStrList
 from app.errors import PermanentActionError, RetryableActionError
 from app.messages import ActionMessage
 from app.redact import redact
@@ -83,17 +84,9 @@ class ExecConfig(ActionConfig):
         "default the script sees only `PATH`, `HOME`, `LANG`, `LC_ALL` and `TZ` from it (plus `env` "
         "and `POSTEE_EVENT`), never Herald's credentials.",
     )
-    timeout: float = Field(
+    timeout: Annotated[float, timeout_default(60.0)] = Field(
         60.0, description="Kill the script's process group after this long (duration; default 60s)."
     )
-
-    @field_validator("timeout", mode="before")
-    @classmethod
-    def _timeout(cls, value: Any) -> float:
-        seconds = parse_duration(value, "timeout") if value not in ("", None) else 60.0
-        if seconds <= 0:
-            raise ValueError(f"must be a positive duration, got {value!r}")
-        return seconds
 
     @field_validator("env")
     @classmethod

@@ -24,15 +24,16 @@ import base64
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
+from actions._common import timeout_default
 from actions._http import HttpRequest
 from actions._placeholders import EventView, looks_like_json, substitute, substitute_json
 from actions.base import ActionConfig, HttpClientAction
-from app.configmodel import PStr, PStrList, parse_duration
+from app.configmodel import PStr, PStrList
 from app.errors import PermanentActionError
 from app.messages import ActionMessage
 
@@ -47,7 +48,8 @@ class HttpConfig(ActionConfig):
         default_factory=dict,
         description="Extra headers: name -> list of values (a single value is accepted too).",
     )
-    timeout: float = Field(5.0, description="Request timeout (duration; default 5s; 0 means 5s).")
+    timeout: Annotated[float, timeout_default(5.0, zero_is_default=True)] = Field(
+        5.0, description="Request timeout (duration; default 5s; 0 means 5s).")
     body_file: PStr = Field(
         "", description="File whose contents are the body, read at send time (no placeholders)."
     )
@@ -102,14 +104,6 @@ class HttpConfig(ActionConfig):
             if any("\r" in v or "\n" in v for v in values):
                 raise ValueError(f"header {name!r}: a value contains a line break")
         return value
-
-    @field_validator("timeout", mode="before")
-    @classmethod
-    def _timeout(cls, value: Any) -> float:
-        seconds = parse_duration(value, "timeout") if value not in ("", None) else 0.0
-        if seconds < 0:
-            raise ValueError(f"must not be negative, got {value!r}")
-        return seconds or 5.0
 
     @model_validator(mode="after")
     def _one_body(self) -> HttpConfig:

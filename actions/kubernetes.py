@@ -39,7 +39,7 @@ import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import orjson
 import urllib3
@@ -50,6 +50,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
+from actions._common import timeout_default
 from actions._http import parse_retry_after
 from actions._kubenames import (
     KIND_TO_RESOURCE,
@@ -63,7 +64,7 @@ from actions._kubenames import (
 )
 from actions._placeholders import EventView, NonJson, has_placeholder, substitute
 from actions.base import Action, ActionConfig
-from app.configmodel import PStr, parse_duration
+from app.configmodel import PStr
 from app.errors import ActionError, PermanentActionError, RetryableActionError
 from app.messages import ActionMessage
 from app.redact import redact
@@ -142,20 +143,13 @@ class KubernetesConfig(ActionConfig):
         "merge", description="`merge` (application/merge-patch+json) or `strategic` "
         "(application/strategic-merge-patch+json)."
     )
-    kube_timeout: float = Field(30.0, description="Timeout of each API request (duration).")
+    kube_timeout: Annotated[float, timeout_default(30.0)] = Field(
+        30.0, description="Timeout of each API request (duration).")
 
     @field_validator("kube_actions", mode="before")
     @classmethod
     def _no_actions(cls, value: Any) -> Any:
         return _map(value)
-
-    @field_validator("kube_timeout", mode="before")
-    @classmethod
-    def _timeout(cls, value: Any) -> float:
-        seconds = parse_duration(value, "kube-timeout")
-        if seconds <= 0:
-            raise ValueError(f"must be a positive duration, got {value!r}")
-        return seconds
 
     @field_validator("kube_namespace")
     @classmethod

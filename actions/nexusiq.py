@@ -16,13 +16,13 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import quote
 
 import orjson
 from pydantic import Field, field_validator, model_validator
 
-from actions._common import Timeout, check_http_url
+from actions._common import check_http_url, timeout_default
 from actions._config import EnvPStr, SecretFile, basic_auth_header, key_error, merge_secret_file
 from actions._http import HttpRequest, HttpResponse
 from actions.base import ActionConfig, HttpClientAction
@@ -49,7 +49,8 @@ class NexusIqConfig(ActionConfig):
     organization_id: PStr = Field(
         ..., description='Organization id the applications live in, e.g. "222de33e8005408a844c12eab952c9b0".'
     )
-    timeout: Timeout = Field(120.0, description="Timeout of each request (Go duration or seconds).")
+    timeout: Annotated[float, timeout_default(120.0)] = Field(
+        120.0, description="Timeout of each request (Go duration or seconds).")
 
     @field_validator("url")
     @classmethod
