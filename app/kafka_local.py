@@ -36,7 +36,7 @@ from app.errors import HeraldError
 ROOT = Path(__file__).resolve().parent.parent
 KAFKA_VERSION = "4.4.0"
 POM = ROOT / "scripts" / "kafka" / "pom.xml"
-CACHE = Path(os.environ.get("HERALD_CACHE", ROOT / ".cache"))
+CACHE = Path(os.environ.get("HERALD_CACHE_DIR") or ROOT / ".cache")  # the one cache variable, as in scripts/build-opa.sh
 
 _LOG4J = """<?xml version="1.0" encoding="UTF-8"?>
 <Configuration status="WARN">
