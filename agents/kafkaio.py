@@ -42,6 +42,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from agents.offsets import TP, OffsetTracker
+from app import metrics
 from app.kafka_client import consumer_config, producer_config
 
 log = logging.getLogger("herald.kafka")
@@ -158,6 +159,9 @@ class KafkaIO:
             "fetch.max.bytes": 8 * 1024 * 1024,
             "queued.max.messages.kbytes": 8 * 1024,
             "queued.min.messages": 1000,
+            # consumer lag per assigned partition for /metrics (one JSON document per interval)
+            "statistics.interval.ms": metrics.STATS_INTERVAL_MS,
+            "stats_cb": lambda stats: metrics.consumer_stats(stats, self.assignment),
         })
         if instance_id:
             consumer_conf["group.instance.id"] = instance_id

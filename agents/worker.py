@@ -30,6 +30,7 @@ from actions import action_class
 from actions.base import Action
 from agents.kafkaio import TP, KafkaFatalError, KafkaIO, Ticket
 from agents.stateful import RouteState
+from app import metrics
 from app.config import Config
 from app.delivered import RETENTION_S, DeliveredKeys
 from app.errors import EventError
@@ -76,6 +77,7 @@ class Worker:
         self._delivering: dict[tuple[str, str], asyncio.Event] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self.routed = 0
+        metrics.init_worker(config.routes, config.actions)
 
     def input_topics(self) -> list[str]:
         return [self.topics.events, self.topics.route_state, *self.action_topics.values()]
@@ -132,12 +134,14 @@ class Worker:
             original=ticket.value.decode("utf-8", "replace") if original is None else original,
         )
         topic = self.topics.router_dlq if stage == "router" else self.topics.dlq(stage)
+        metrics.dead_letters.labels(stage).inc()
         self.send(topic, event_id or f"{ticket.topic}-{ticket.partition}-{ticket.offset}", record.to_json(), ticket)
 
     def emit(self, message: ActionMessage, ticket: Ticket) -> None:
         """Send ``message`` to every enabled action of its route (each action gets every batch)."""
         for action in self.config.route_actions(self.config.routes[message.route]):
             message.action = action
+            metrics.action_messages.labels(action).inc()
             self.send(self.action_topics[action], message.event_id, message.to_json(), ticket)
 
     def record_decision(self, record: dict[str, Any], ticket: Ticket) -> None:
@@ -169,6 +173,7 @@ class Worker:
             await asyncio.sleep(0)
 
     def route_one(self, ticket: Ticket) -> None:
+        metrics.router_events.inc()
         msg = ticket.msg
         ts_type, ts_ms = msg.timestamp()
         meta = EventMeta.from_headers(msg.headers(), f"{ticket.topic}-{ticket.partition}-{ticket.offset}",
@@ -186,6 +191,7 @@ class Worker:
         for failure in result.failures:
             self.dead_letter("router", ticket, f"route {failure.route}: {failure.error}", failure.error_type,
                              event_id=meta.event_id, attempts=1)
+        metrics.observe_routing(result)
         decision = result.decision(self.router.config_hash, self.route_templates)
         decision.update(topic=ticket.topic, partition=ticket.partition, offset=ticket.offset,
                         received_at=meta.received_at)
@@ -262,12 +268,14 @@ class Worker:
             await pending.wait()
         if delivered.seen(partition, key):
             delivered.suppressed += 1
+            metrics.deliveries.labels(name, "duplicate_suppressed").inc()
             log.debug("action %s: %s was already delivered; redelivery suppressed", name, key)
             self.send(self.topics.deliveries, message.event_id,
                       self._delivery(message, name, 0, "duplicate-suppressed"), ticket)
             return None
 
         async def on_attempt(m: ActionMessage, attempt: int, outcome: Outcome) -> None:
+            metrics.observe_attempt(name, outcome)
             self.send(self.topics.deliveries, m.event_id, self._delivery(
                 m, name, attempt, "delivered" if outcome.delivered else "failed", outcome.status, outcome.error,
                 round(outcome.latency * 1000, 3)), ticket)
@@ -281,6 +289,7 @@ class Worker:
         finally:
             del self._delivering[(name, key)]
             done.set()
+        metrics.observe_delivery(name, outcome, message.received_at)
         if outcome.delivered:
             # wait until the key is durable before this slot takes another message: a crash then
             # redelivers at most the deliveries in flight (``concurrency``), never finished ones too

@@ -33,6 +33,7 @@ from aiohttp import ClientPayloadError, web
 from aiohttp.http_exceptions import HttpProcessingError
 from confluent_kafka import KafkaException, Producer
 
+from app import metrics
 from app.config import Config
 from app.errors import ConfigError, KafkaUnavailableError
 from app.kafka_admin import ensure_topics
@@ -283,11 +284,12 @@ class KafkaWriter:
             else:
                 loop.call_soon_threadsafe(_set_result, fut, (msg.partition(), msg.offset()))
 
-        try:
-            self.producer.produce(self.topic, value=value, key=key, headers=headers, on_delivery=on_delivery)
-        except BufferError:
-            raise KafkaException("local produce queue is full") from None
-        return await asyncio.wait_for(fut, PRODUCE_TIMEOUT_S + 2)
+        with metrics.bridge_kafka_write_seconds.time():
+            try:
+                self.producer.produce(self.topic, value=value, key=key, headers=headers, on_delivery=on_delivery)
+            except BufferError:
+                raise KafkaException("local produce queue is full") from None
+            return await asyncio.wait_for(fut, PRODUCE_TIMEOUT_S + 2)
 
     def close(self) -> None:
         self._stop.set()
@@ -331,13 +333,15 @@ class Bridge:
 
     def app(self) -> web.Application:
         # client_max_size slightly above the limit so we answer 413 ourselves with a clear body
-        app = web.Application(client_max_size=self.body_limit + 1)
+        app = web.Application(client_max_size=self.body_limit + 1, middlewares=[metrics.bridge_middleware])
+        metrics.init_bridge()
         app.router.add_post("/", self.ingest)
         app.router.add_post("/scan", self.ingest)
         app.router.add_post("/tenant/{route}", self.ingest)
         app.router.add_get("/ping", self.ping)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
+        app.router.add_get("/metrics", metrics.metrics_handler)
         app.on_startup.append(self._on_startup)
         app.on_cleanup.append(self._on_cleanup)
         return app
