@@ -178,6 +178,8 @@ def parse_config(data: Any, path: str = "<config>", environ: dict[str, str] | No
         herald_data["kafka"] = {**(herald_raw.get("kafka") or {}), **overrides["kafka"]}  # env wins per key
     if isinstance(herald_raw, dict) and "auth" in overrides and isinstance(herald_raw.get("auth") or {}, dict):
         herald_data["auth"] = {**(herald_raw.get("auth") or {}), **overrides["auth"]}  # env wins per key
+    if isinstance(herald_raw, dict) and "spool" in overrides and isinstance(herald_raw.get("spool") or {}, dict):
+        herald_data["spool"] = {**(herald_raw.get("spool") or {}), **overrides["spool"]}  # env wins per key
     herald = collect(HeraldSettings, herald_data, "herald")
     if herald is not None:
         problems.extend(herald.kafka.problems("herald.kafka"))

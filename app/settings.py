@@ -87,6 +87,24 @@ class AuthSettings(PosteeModel):
         return bool(self.bearer_tokens or self.hmac_keys or self.client_ca)
 
 
+class SpoolSettings(PosteeModel):
+    """The bridge's disk spool: events Kafka cannot take are kept here (answered 202) until it can."""
+
+    enabled: StrictBool = Field(
+        True, description="Spool events while Kafka is unreachable; off: answer 503 (env HERALD_SPOOL_ENABLED).")
+    dir: PStr = Field(
+        ".herald/spool", description="Spool directory, relative to the working directory; one bridge per "
+        "directory; keep it on a persistent volume (env HERALD_SPOOL_DIR).")
+    max_bytes: StrictInt = Field(
+        256 * 1024 * 1024, ge=1, description="Largest spool on disk, bytes or '256MiB'; when full, 503 with "
+        "Retry-After (env HERALD_SPOOL_MAX_BYTES).")
+
+    @field_validator("max_bytes", mode="before")
+    @classmethod
+    def _size(cls, value: Any) -> int:
+        return parse_size(value, "herald.spool.max-bytes")
+
+
 class HeraldSettings(PosteeModel):
     kafka_bootstrap_servers: PStr = Field(
         "127.0.0.1:9092", description="Kafka bootstrap servers (env KAFKA_BOOTSTRAP_SERVERS)."
@@ -134,6 +152,8 @@ class HeraldSettings(PosteeModel):
     max_json_depth: StrictInt = Field(
         100, ge=1, le=120, description="Deepest JSON nesting accepted; the embedded Rego engine refuses "
         "128 (env HERALD_MAX_JSON_DEPTH).")
+    spool: SpoolSettings = Field(
+        default_factory=SpoolSettings, description="Disk spool of the bridge for Kafka outages (env HERALD_SPOOL_*).")
     kafka: KafkaSettings = Field(
         default_factory=KafkaSettings,
         description="How every Kafka client connects: security protocol, SASL, TLS, librdkafka properties "
@@ -143,6 +163,11 @@ class HeraldSettings(PosteeModel):
     @field_validator("kafka", mode="before")
     @classmethod
     def _kafka(cls, value: Any) -> Any:
+        return {} if value is None else value
+
+    @field_validator("spool", mode="before")
+    @classmethod
+    def _spool(cls, value: Any) -> Any:
         return {} if value is None else value
 
     @field_validator("auth", mode="before")
@@ -206,6 +231,10 @@ ENV_OVERRIDES: list[tuple[tuple[str, ...], str]] = [
     (("HERALD_AUTH_BEARER_TOKENS",), "auth.bearer_tokens"),
     (("HERALD_AUTH_HMAC_KEYS",), "auth.hmac_keys"),
     (("HERALD_AUTH_CLIENT_CA",), "auth.client_ca"),
+    # herald.spool: "spool.<key>" sets herald.spool.<key>
+    (("HERALD_SPOOL_ENABLED",), "spool.enabled"),
+    (("HERALD_SPOOL_DIR",), "spool.dir"),
+    (("HERALD_SPOOL_MAX_BYTES",), "spool.max_bytes"),
 ]
 _INT_KEYS = {"partitions", "replication_factor", "max_in_flight", "max_json_depth"}
 _TRUE = {"1", "true", "yes", "on", "debug"}
@@ -233,6 +262,14 @@ def env_overrides(environ: dict[str, str] | None = None) -> dict[str, Any]:
                 sub = key.removeprefix("auth.")
                 out.setdefault("auth", {})[sub.replace("_", "-")] = (
                     [v.strip() for v in value.split(",") if v.strip()] if sub != "client_ca" else value)
+            elif key.startswith("spool."):
+                sub = key.removeprefix("spool.")
+                if sub == "enabled":
+                    if value.strip().lower() not in _BOOL:
+                        raise ConfigError(f"expected true or false, got {value!r}", name, value)
+                    out.setdefault("spool", {})["enabled"] = _BOOL[value.strip().lower()]
+                else:
+                    out.setdefault("spool", {})[sub.replace("_", "-")] = value
             elif key == "allow_unauthenticated":
                 if value.strip().lower() not in _BOOL:
                     raise ConfigError(f"expected true or false, got {value!r}", name, value)
