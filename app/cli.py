@@ -104,6 +104,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         problems.append(exposure)
     elif exposure_warning(config):
         config.warnings.append(str(exposure_warning(config)))
+    from app.router import guard_warnings
+
+    config.warnings.extend(guard_warnings(config))
     for warning in config.warnings:
         print(f"warning: {warning}")
     for problem in problems:
@@ -135,6 +138,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     config = _load(args)
     setup_logging(config.herald.debug)
+    from app.router import guard_warnings
+
+    for warning in guard_warnings(config):  # the worker applies the guard: it warns, once per start
+        log.warning("%s", warning)
     return run_worker(config)
 
 
@@ -220,20 +227,36 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+# test-route --origin: the Kafka headers of the event simulated (see app/router.py, the guard)
+TEST_ROUTE_ORIGINS = {
+    "unauthenticated": {"herald-source": "127.0.0.1"},  # posted to the bridge without credentials
+    "bearer": {"herald-source": "127.0.0.1", "herald-authenticated": "bearer"},
+    "hmac": {"herald-source": "127.0.0.1", "herald-authenticated": "hmac"},
+    "mtls": {"herald-source": "127.0.0.1", "herald-authenticated": "mtls"},
+    "kafka": {},  # produced to the events topic directly
+}
+
+
 def cmd_test_route(args: argparse.Namespace) -> int:
     from app.router import EventMeta, Router
 
     config = load_config(config_path(args.config))
     router = Router(config)
     raw = _read_event(args.event)
-    result = router.route(raw, EventMeta(event_id="test-route", route=args.route))
+    meta = EventMeta.from_headers(TEST_ROUTE_ORIGINS[args.origin], "test-route", 0.0)
+    meta.route = args.route
+    result = router.route(raw, meta)
+    guarded = {g.route: g for g in result.guarded}
     report = {
+        "origin": meta.describe(),
         "routes": {
             name: {
                 "matched": v.matched,
                 "reason": v.reason,
                 "template": config.routes[name].template,
                 "actions": config.route_actions(config.routes[name]) if v.matched else [],
+                **({"fired": False, "guarded": guarded[name].actions, "guard": guarded[name].reason}
+                   if name in guarded else {}),
             }
             for name, v in result.verdicts.items()
         },
@@ -340,6 +363,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("test-route", help="dry-run an event through a config's routes")
     sp.add_argument("--config", "-c")
     sp.add_argument("--route", help="run only this route (as /tenant/{route})")
+    sp.add_argument("--origin", choices=list(TEST_ROUTE_ORIGINS), default="unauthenticated",
+                    help="where the event comes from, for the guard on system-changing actions: posted to the "
+                         "bridge without credentials (default), with bearer/hmac/mtls credentials, or produced "
+                         "to Kafka directly")
     sp.add_argument("event", help="event JSON file ('-' for stdin)")
     sp.set_defaults(fn=cmd_test_route)
 

@@ -56,6 +56,9 @@ class RouteConfig(PosteeModel):
     template: PStr = ""
     serialize_actions: StrictBool = False
     plugins: RoutePlugins = Field(default_factory=RoutePlugins)
+    allow_unauthenticated_actions: StrictBool = Field(
+        False, description="Let this route's system-changing actions (exec, docker, kubernetes, http other "
+        "than GET/HEAD) run for events posted to the bridge without credentials; off by default, warned at start.")
 
     @property
     def aggregate_timeout(self) -> int:

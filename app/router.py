@@ -3,6 +3,17 @@
 Postee semantics (§3.1–3.3): every matching route fires; a route's actions get the content of
 its template, rendered once per event and route; ``/tenant/{route}`` events run only that route.
 ``postee: {AquaServer: ...}`` is injected into the event before templating.
+
+The guard on system-changing actions (issue 13): a route with an action that can change systems
+(``exec``, ``docker``, ``kubernetes``, and ``http`` with a method other than GET or HEAD) fires
+only for an event that is *trusted*: posted to the bridge with credentials (the bridge set
+``herald-authenticated``), or produced to Kafka directly. The bridge marks every event it
+writes with ``herald-source`` (the client address), so an event with ``herald-source`` and
+without ``herald-authenticated`` came through the bridge unauthenticated; an event without
+``herald-source`` came from another producer, which Kafka's own ACLs, TLS and SASL admit. A
+guarded route that matches such an event does not fire: the decision record's ``guarded``
+lists it with its guarded actions and the reason. ``allow-unauthenticated-actions: true`` on a
+route turns its guard off (warned at every start).
 """
 
 from __future__ import annotations
@@ -18,11 +29,11 @@ from typing import Any
 
 import orjson
 
-from app.config import Config
+from app.config import Config, RouteConfig
 from app.content import Content
 from app.errors import EventError, HeraldError, PolicyError, TemplateError
 from app.messages import ActionMessage
-from app.policy.engine import PolicyEngine, make_engine
+from app.policy.engine import PolicyEngine, make_engine, opa_options
 from app.policy.filters import ROUTES_PACKAGE, RouteFilters, Verdict
 from app.policy.templates import (
     BUILTIN_TEMPLATE_DIR,
@@ -44,6 +55,13 @@ H_SOURCE = "herald-source"
 H_USER_AGENT = "herald-user-agent"
 H_AUTHENTICATED = "herald-authenticated"  # bearer | hmac | mtls, set by the bridge on authenticated events
 
+ORIGIN_BRIDGE = "bridge"  # written by the bridge (it sets herald-source on every event)
+ORIGIN_KAFKA = "kafka"  # produced to the events topic by another producer
+
+# actions that can change systems, by type; http only with a method that is not read-only
+GUARDED_TYPES = frozenset({"exec", "docker", "kubernetes"})
+READ_ONLY_METHODS = frozenset({"GET", "HEAD"})
+
 
 @dataclass
 class EventMeta:
@@ -51,6 +69,19 @@ class EventMeta:
     received_at: float = 0.0
     route: str | None = None  # /tenant/{route}
     source: str = ""
+    origin: str = ORIGIN_KAFKA  # ORIGIN_BRIDGE when the event carries herald-source
+    authenticated: str = ""  # how the bridge authenticated it: bearer | hmac | mtls; "" when it did not
+
+    @property
+    def trusted(self) -> bool:
+        """Whether routes with system-changing actions may fire for this event."""
+        return self.origin == ORIGIN_KAFKA or bool(self.authenticated)
+
+    def describe(self) -> str:
+        if self.origin == ORIGIN_KAFKA:
+            return "produced to Kafka directly"
+        return f"posted to the bridge ({self.authenticated})" if self.authenticated else \
+            "posted to the bridge without authentication"
 
     @classmethod
     def from_headers(cls, headers: Any, fallback_id: str, timestamp: float) -> EventMeta:
@@ -64,7 +95,58 @@ class EventMeta:
             received_at=float(received) / 1000 if received.isdigit() else timestamp,
             route=h.get(H_ROUTE) or None,
             source=h.get(H_SOURCE, ""),
+            origin=ORIGIN_BRIDGE if H_SOURCE in h else ORIGIN_KAFKA,
+            authenticated=h.get(H_AUTHENTICATED, ""),
         )
+
+
+def guarded_actions(config: Config, route: RouteConfig) -> dict[str, str]:
+    """The route's enabled actions that can change systems (name -> what they are); empty when the
+    route opted out with ``allow-unauthenticated-actions: true``."""
+    if route.allow_unauthenticated_actions:
+        return {}
+    return system_changing(config, config.route_actions(route))
+
+
+def system_changing(config: Config, actions: list[str]) -> dict[str, str]:
+    """Of ``actions``, those that can change systems: name -> ``exec``, ``http POST``, ..."""
+    out = {}
+    for name in actions:
+        action = config.actions[name]
+        kind = action.type.strip().lower()
+        method = str(getattr(action, "method", "")).upper()
+        if kind in GUARDED_TYPES:
+            out[name] = kind
+        elif kind == "http" and method not in READ_ONLY_METHODS:
+            out[name] = f"http {method}"
+    return out
+
+
+def _listed(actions: dict[str, str]) -> str:
+    return ", ".join(f"{name} ({kind})" for name, kind in actions.items())
+
+
+def guard_warnings(config: Config) -> list[str]:
+    """Start-up warnings, one per route: a guarded route when the bridge has no authentication
+    for it (it then fires only for events produced to Kafka directly), and every route that
+    turned its guard off."""
+    out = []
+    auth = config.herald.auth
+    for name, route in config.routes.items():
+        changing = system_changing(config, config.route_actions(route))
+        if not changing:
+            continue
+        if route.allow_unauthenticated_actions:
+            out.append(f"route {name}: allow-unauthenticated-actions is true: its actions {_listed(changing)} "
+                       "can change systems and run for UNAUTHENTICATED events posted to the bridge")
+            continue
+        own = auth.routes.get(name)
+        if auth.configured() or (own is not None and (own.bearer_tokens or own.hmac_keys)):
+            continue
+        out.append(f"route {name}: its actions {_listed(changing)} can change systems, and herald.auth "
+                   "configures no authentication: the route fires only for events produced to Kafka "
+                   "directly, never for events posted to the bridge")
+    return out
 
 
 def new_event_id() -> str:
@@ -87,11 +169,23 @@ class RouteFailure:
 
 
 @dataclass
+class GuardedRoute:
+    """A matching route that did not fire: its actions can change systems and the event is not trusted."""
+
+    route: str
+    actions: list[str]
+    reason: str
+
+
+@dataclass
 class RoutingResult:
     event_id: str
     event: dict[str, Any] | None
     messages: list[ActionMessage] = field(default_factory=list)
     failures: list[RouteFailure] = field(default_factory=list)  # become router dead letters
+    guarded: list[GuardedRoute] = field(default_factory=list)  # matched, not fired (the guard)
+    origin: str = ORIGIN_KAFKA
+    authenticated: str = ""
     verdicts: dict[str, Verdict] = field(default_factory=dict)
     rendered: dict[str, Content] = field(default_factory=dict)  # route -> content
     stateful: list[dict[str, Any]] = field(default_factory=list)  # for the dedup/aggregation stage
@@ -108,6 +202,9 @@ class RoutingResult:
             "actions": [{"route": m.route, "action": m.action} for m in self.messages],
             "stateful": [{"route": s["route"], "dedup_key": s["dedup_key"]} for s in self.stateful],
             "failures": [f.__dict__ for f in self.failures],
+            "origin": self.origin,
+            "authenticated": self.authenticated,
+            "guarded": [g.__dict__ for g in self.guarded],
         }
 
 
@@ -117,7 +214,7 @@ class Router:
     def __init__(self, config: Config, engine_factory: Callable[[], PolicyEngine] | None = None) -> None:
         self.config = config
         settings = config.herald
-        factory = engine_factory or (lambda: make_engine(settings.engine, settings.opa_url))
+        factory = engine_factory or (lambda: make_engine(settings.engine, settings.opa_url, **opa_options(settings)))
         dirs = [BUILTIN_TEMPLATE_DIR] + [Path(d) for d in settings.template_dirs]
         self.library = TemplateLibrary(dirs, factory)
         # The embedded engine holds the route filters next to the template library when no library
@@ -138,6 +235,8 @@ class Router:
             except HeraldError as exc:
                 self.template_errors[name] = str(exc)
                 log.error("template %s is unavailable: %s", name, exc)
+        # routes whose actions can change systems: they fire only for trusted events
+        self.guarded = {name: acts for name, r in config.routes.items() if (acts := guarded_actions(config, r))}
         self.aggregating = {name for name, r in config.routes.items() if self._can_aggregate(r)}
         self.stateful_routes = {
             name: r for name, r in config.routes.items() if r.plugins.unique_message_props or name in self.aggregating
@@ -200,7 +299,7 @@ class Router:
     def route(self, raw: bytes, meta: EventMeta) -> RoutingResult:
         """Route one event. Raises ``EventError`` for an event that is not a JSON object."""
         event = self.parse(raw)
-        result = RoutingResult(meta.event_id, event)
+        result = RoutingResult(meta.event_id, event, origin=meta.origin, authenticated=meta.authenticated)
         only = meta.route
         if only is not None and only not in self.config.routes:
             result.failures.append(RouteFailure(only, f"unknown route {only!r}", "EventError"))
@@ -222,6 +321,12 @@ class Router:
             route = self.config.routes[route_name]
             actions = self.config.route_actions(route)
             if not verdict.matched or not actions:
+                continue
+            guarded = self.guarded.get(route_name)
+            if guarded and not meta.trusted:
+                result.guarded.append(GuardedRoute(route_name, list(guarded), (
+                    f"not fired: actions {_listed(guarded)} can change systems and the event was "
+                    f"{meta.describe()}; send it with credentials (herald.auth) or produce it to Kafka")))
                 continue
             template = self.templates.get(route.template)
             if template is None:

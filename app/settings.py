@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field, StrictBool, StrictInt, WithJsonSchema, field_validator
+from pydantic import BeforeValidator, Field, StrictBool, StrictInt, ValidationInfo, WithJsonSchema, field_validator
 
 from app.configmodel import PosteeModel, PStr, PStrList, Secret, parse_duration
 from app.errors import ConfigError
-from app.kafka_client import KafkaSettings, resolve_secret
+from app.kafka_client import KafkaSecret, KafkaSettings, resolve_secret
 
 _SIZE = re.compile(r"^(\d+)\s*([kmg]i?b?|b)?$", re.IGNORECASE)
 _SIZE_UNIT = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
@@ -121,6 +122,17 @@ class HeraldSettings(PosteeModel):
     )
     engine: PStr = Field("embedded", description="Rego engine: embedded or opa (env HERALD_ENGINE).")
     opa_url: PStr = Field("", description="OPA server URL when engine is opa (env HERALD_OPA_URL).")
+    opa_token: KafkaSecret = Field(
+        default_factory=lambda: Secret(""), description="Bearer token sent to OPA (its --authentication=token): "
+        "literal, $ENV, ${ENV} or file:/path (env HERALD_OPA_TOKEN).")
+    opa_ca_file: PStr = Field(
+        "", description="CA bundle (PEM) that verifies an https:// OPA; empty: the system's (env HERALD_OPA_CA_FILE).")
+    opa_cert_file: PStr = Field(
+        "", description="Client certificate (PEM) for mutual TLS with OPA (env HERALD_OPA_CERT_FILE).")
+    opa_key_file: PStr = Field(
+        "", description="Private key (PEM) of opa-cert-file, when not in that file (env HERALD_OPA_KEY_FILE).")
+    opa_tls_verify: StrictBool = Field(
+        True, description="Verify OPA's certificate and host name; false only for tests (env HERALD_OPA_TLS_VERIFY).")
     body_limit: StrictInt = Field(
         10 * 1024 * 1024, description="Largest accepted request body, bytes or '10MiB' (env HERALD_BODY_LIMIT)."
     )
@@ -185,6 +197,19 @@ class HeraldSettings(PosteeModel):
     def _size(cls, value: Any) -> int:
         return parse_size(value, "herald.body-limit")
 
+    @field_validator("opa_ca_file", "opa_cert_file", "opa_key_file")
+    @classmethod
+    def _opa_file(cls, value: str, info: ValidationInfo) -> str:
+        if not value:
+            return value
+        if not Path(value).is_file():
+            raise ValueError(f"no such file: {value!r}")
+        if info.field_name == "opa_key_file" and not info.data.get("opa_cert_file"):
+            raise ValueError("is set without herald.opa-cert-file")
+        if str(info.data.get("opa_url", "")).startswith("http://"):
+            raise ValueError(f"is set but herald.opa-url {info.data['opa_url']!r} is http://; use https://")
+        return value
+
     @field_validator("engine")
     @classmethod
     def _engine(cls, value: str) -> str:
@@ -203,6 +228,11 @@ ENV_OVERRIDES: list[tuple[tuple[str, ...], str]] = [
     (("HERALD_GROUP_INSTANCE_ID",), "group_instance_id"),
     (("HERALD_ENGINE",), "engine"),
     (("HERALD_OPA_URL",), "opa_url"),
+    (("HERALD_OPA_TOKEN",), "opa_token"),
+    (("HERALD_OPA_CA_FILE",), "opa_ca_file"),
+    (("HERALD_OPA_CERT_FILE",), "opa_cert_file"),
+    (("HERALD_OPA_KEY_FILE",), "opa_key_file"),
+    (("HERALD_OPA_TLS_VERIFY",), "opa_tls_verify"),
     (("HERALD_BODY_LIMIT",), "body_limit"),
     (("POSTEE_HTTP", "AQUAALERT_URL"), "http_listen"),
     (("POSTEE_HTTPS", "AQUAALERT_TLS"), "https_listen"),
@@ -270,7 +300,7 @@ def env_overrides(environ: dict[str, str] | None = None) -> dict[str, Any]:
                     out.setdefault("spool", {})["enabled"] = _BOOL[value.strip().lower()]
                 else:
                     out.setdefault("spool", {})[sub.replace("_", "-")] = value
-            elif key == "allow_unauthenticated":
+            elif key in ("allow_unauthenticated", "opa_tls_verify"):
                 if value.strip().lower() not in _BOOL:
                     raise ConfigError(f"expected true or false, got {value!r}", name, value)
                 out[key] = _BOOL[value.strip().lower()]

@@ -268,8 +268,12 @@ class Herald:
     """Herald bridge and worker as subprocesses of this test, on the session broker."""
 
     def __init__(self, kafka: Any, cfg: dict[str, Any], workdir: Path, bridge: bool = True, workers: int = 1,
-                 env: dict[str, str] | None = None, expect_tracebacks: tuple[str, ...] = ()) -> None:
+                 env: dict[str, str] | None = None, expect_tracebacks: tuple[str, ...] = (),
+                 token: str = "") -> None:
+        """``token``: a bearer token added to ``herald.auth.bearer-tokens`` and sent with every
+        ``post``, so routes with system-changing actions fire (the guard in app/router.py)."""
         self.kafka = kafka
+        self.token = token
         self.expected_tracebacks: list[str] = list(expect_tracebacks)
         self.workdir = workdir
         self.prefix = f"t{uuid.uuid4().hex[:8]}."
@@ -283,6 +287,14 @@ class Herald:
         if getattr(kafka, "client_settings", None) and kafka.client_settings():  # a secured broker
             herald.setdefault("kafka", kafka.client_settings())
         herald["http-listen"] = f"127.0.0.1:{self.port}"
+        # each bridge its own spool directory (one bridge per directory), kept across its restarts
+        spool = dict(herald.get("spool") or {})
+        spool.setdefault("dir", str(workdir / f"spool-{herald['topic-prefix'].rstrip('.')}"))
+        herald["spool"] = spool
+        if token:
+            auth = dict(herald.get("auth") or {})
+            auth["bearer-tokens"] = [*auth.get("bearer-tokens", []), token]
+            herald["auth"] = auth
         cfg["herald"] = herald
         self.prefix = herald["topic-prefix"]
         self.cfg_path = workdir / f"cfg-{self.prefix.rstrip('.')}.yaml"
@@ -290,6 +302,8 @@ class Herald:
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         for key in ("KAFKA_BOOTSTRAP_SERVERS", "POSTEE_HTTP", "HERALD_TOPIC_PREFIX", "POSTEE_CFG"):
             self.env.pop(key, None)
+        # every worker's admin listener on a free port of its own (several workers share one config)
+        self.env.setdefault("HERALD_ADMIN_LISTEN", "127.0.0.1:0")
         self.want_bridge = bridge
         self.n_workers = workers
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -343,8 +357,9 @@ class Herald:
             proc = self.procs["bridge"]
             if proc.poll() is not None:
                 raise AssertionError(f"bridge exited with {proc.returncode}:\n{self.log_text('bridge')[-4000:]}")
-            status, _ = self.get("/readyz")
-            return status == 200
+            status, body = self.get("/readyz")
+            # with a spool the bridge is ready before Kafka is: wait for Kafka, so that posts get 200
+            return status == 200 and not (isinstance(body, dict) and body.get("kafka") == "unreachable")
 
         wait_until(ready, 60, "the bridge to be ready")
 
@@ -413,14 +428,27 @@ class Herald:
         if problems:
             _fail_unless_failing(f"Herald processes ({self.prefix}) failed:\n\n" + "\n\n".join(problems), exc)
 
+    def admin_url(self, name: str = "worker", timeout: float = 30.0) -> str:
+        """``http://host:port`` of the admin listener of worker ``name`` (from its start log line)."""
+        marker = "admin listening on http://"
+
+        def found() -> str | None:
+            lines = [ln for ln in self.log_text(name).splitlines() if marker in ln]
+            return "http://" + lines[-1].split(marker, 1)[1].split()[0] if lines else None
+
+        return str(wait_until(found, timeout, f"the admin listener of {name}"))
+
     # -- HTTP ---------------------------------------------------------------------------------
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def _request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, Any]:
-        req = urllib.request.Request(self.url + path, data=body, method=method,
-                                     headers={"Content-Type": "application/json"})
+    def _request(self, method: str, path: str, body: bytes | None = None,
+                 headers: dict[str, str] | None = None) -> tuple[int, Any]:
+        sent = {"Content-Type": "application/json"}
+        if self.token and method == "POST":
+            sent["Authorization"] = f"Bearer {self.token}"
+        req = urllib.request.Request(self.url + path, data=body, method=method, headers={**sent, **(headers or {})})
         try:
             with urllib.request.urlopen(req, timeout=30) as resp:
                 raw = resp.read()
@@ -437,9 +465,11 @@ class Herald:
     def get(self, path: str) -> tuple[int, Any]:
         return self._request("GET", path)
 
-    def post(self, body: bytes | dict[str, Any], path: str = "/") -> tuple[int, Any]:
+    def post(self, body: bytes | dict[str, Any], path: str = "/",
+             headers: dict[str, str] | None = None) -> tuple[int, Any]:
+        """POST to the bridge (with the bearer ``token``, if any; ``headers`` add or replace)."""
         data = json.dumps(body).encode() if isinstance(body, dict) else body
-        return self._request("POST", path, data)
+        return self._request("POST", path, data, headers)
 
     # -- topics -------------------------------------------------------------------------------
     def read_topic(self, suffix: str, min_count: int = 0, timeout: float = 30.0) -> list[dict[str, Any]]:

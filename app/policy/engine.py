@@ -170,12 +170,24 @@ class EmbeddedEngine:
         return list(self._packages)
 
 
-def make_engine(kind: str = "embedded", opa_url: str = "", v0: bool = True) -> Any:
-    """An engine of the configured kind: ``embedded`` (regorus) or ``opa`` (an OPA server)."""
+def opa_options(settings: Any) -> dict[str, Any]:
+    """``OpaEngine``'s connection options from ``herald.opa-*`` (``app.settings.HeraldSettings``)."""
+    return {"token": settings.opa_token.reveal(), "ca_file": settings.opa_ca_file,
+            "cert_file": settings.opa_cert_file, "key_file": settings.opa_key_file,
+            "verify": settings.opa_tls_verify}
+
+
+def make_engine(kind: str = "embedded", opa_url: str = "", v0: bool = True, **opa: Any) -> Any:
+    """An engine of the configured kind: ``embedded`` (regorus) or ``opa`` (an OPA server).
+
+    ``opa``: ``OpaEngine``'s connection options (``opa_options(settings)``); an OPA engine checks
+    its access (token, TLS) before it is returned, raising ``ConfigError`` naming the setting."""
     if kind == "embedded":
         return EmbeddedEngine(v0=v0)
     if kind == "opa":
         from app.policy.opa import OpaEngine
 
-        return OpaEngine(opa_url, v0=v0)
+        engine = OpaEngine(opa_url, v0=v0, **opa)
+        engine.check_access()
+        return engine
     raise PolicyError(f"unknown engine {kind!r}; use 'embedded' or 'opa'", "herald.engine")

@@ -17,6 +17,15 @@ How it differs from the embedded engine, and why:
 - Postee templates are Rego v0: the server must run with ``--v0-compatible`` (``OpaServer``
   does that unless ``v0=False``); an ``if``-keyword error from a v1 server says so.
 - OPA needs the ``jsonformat`` built-in: build it with ``scripts/build-opa.sh`` (opa/main.go).
+
+Securing the connection (``herald.opa-*``): a bearer token for OPA's ``--authentication=token``
+(``opa-token``, from ``$ENV`` or ``file:``, a ``Secret`` so logs show ``***``), a CA bundle for an
+``https://`` OPA (``opa-ca-file``), a client certificate and key for its ``--authentication=tls``
+(``opa-cert-file``, ``opa-key-file``); the server certificate is verified unless
+``opa-tls-verify: false``. ``make_engine`` checks access once per engine before any module is
+uploaded (``OpaEngine.check_access``): a refused token, an untrusted certificate or a refused
+client certificate is a ``ConfigError`` naming the setting, so Herald stops at start instead of
+running with every template broken.
 """
 
 from __future__ import annotations
@@ -38,7 +47,7 @@ import requests
 from opa_client import OpaClient
 from opa_client.errors import DeleteDataError, DeletePolicyError, PatchDataError, RegoParseError
 
-from app.errors import PolicyError
+from app.errors import ConfigError, PolicyError
 
 log = logging.getLogger("herald.opa")
 
@@ -67,28 +76,107 @@ class _CompileError(PolicyError):
         return not self.missing or any(m == p or m.startswith(p + ".") for m in self.missing for p in packages)
 
 
+class _TlsOpaClient(OpaClient):  # type: ignore[misc]
+    """``OpaClient`` whose session verifies with a CA bundle, or not at all.
+
+    opa-python-client 3.0.0 takes ``ssl`` as a bool (https, verified with the system's CAs) and
+    ``cert`` for the client certificate, but has no CA bundle or verify setting
+    (Turall/OPA-python-client#32 asks for both); its session is made by ``_init_session``, the
+    hook its ``BaseClient`` leaves to subclasses, so the verify setting is applied there."""
+
+    def __init__(self, *args: Any, verify: bool | str = True, **kwargs: Any) -> None:
+        self._herald_verify = verify
+        super().__init__(*args, **kwargs)
+
+    def _init_session(self) -> requests.Session:
+        session: requests.Session = super()._init_session()
+        session.verify = self._herald_verify
+        session.trust_env = False  # REQUESTS_CA_BUNDLE / proxies of the environment do not apply
+        return session
+
+
+_SSL_REASON = re.compile(r"\[SSL: ([A-Z0-9_]+)\] ([^(')\]]+)")
+
+
 class OpaEngine:
     """An OPA server behind the ``PolicyEngine`` interface."""
 
     kind = "opa"
 
     def __init__(self, url: str, v0: bool = True, *, id_prefix: str = "herald", timeout: float = 10.0,
-                 token: str | None = None) -> None:
+                 token: str | None = None, ca_file: str = "", cert_file: str = "", key_file: str = "",
+                 verify: bool = True) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
             raise PolicyError(f"OPA URL must look like http://host:port, got {url!r}", "herald.opa-url")
+        if (ca_file or cert_file) and parts.scheme != "https":
+            setting = "herald.opa-ca-file" if ca_file else "herald.opa-cert-file"
+            raise ConfigError(f"is set but herald.opa-url {url!r} is not https://", setting)
+        if key_file and not cert_file:
+            raise ConfigError("is set without herald.opa-cert-file", "herald.opa-key-file")
         self.url = f"{parts.scheme}://{parts.netloc}"
         self.v0 = v0
         self.id_prefix = id_prefix.strip("/")
+        self.ca_file, self.cert_file, self.verify, self.has_token = ca_file, cert_file, verify, bool(token)
+        if token and parts.scheme == "http" and not _loopback(parts.hostname):
+            log.warning("herald.opa-token is sent in clear text to %s; use https://", self.url)
+        if parts.scheme == "https" and not verify:
+            log.warning("herald.opa-tls-verify is false: the certificate of OPA at %s is not verified", self.url)
         # retries=0: OPA answers 500 for evaluation errors (conflicting rule values), and the
         # client would otherwise retry those with backoff before Herald sees the error.
-        self._client = OpaClient(host=parts.hostname, port=parts.port or (443 if parts.scheme == "https" else 8181),
-                                 ssl=parts.scheme == "https", token=token, retries=0, timeout=timeout)
+        self._client = _TlsOpaClient(
+            host=parts.hostname, port=parts.port or (443 if parts.scheme == "https" else 8181),
+            ssl=parts.scheme == "https", token=token or None, retries=0, timeout=timeout,
+            cert=(cert_file, key_file) if cert_file and key_file else (cert_file or None),
+            verify=(ca_file or True) if verify else False)
         self._packages: list[str] = []
         self._ids: dict[str, str] = {}  # policy id -> source path, in upload order
         self._pending: dict[str, tuple[str, str, str, _CompileError]] = {}  # id -> (path, source, package, error)
         self._data: dict[str, Any] = {}  # what this engine put into data, merged
         self._input: Any = None
+
+    def check_access(self) -> None:
+        """One request that needs the token and the TLS settings (the policy list): raises a
+        ``ConfigError`` naming the setting at fault when OPA cannot be reached, its certificate is
+        not trusted, it refuses the client certificate or the token."""
+        try:
+            self._client.get_policies_list()
+        except requests.exceptions.SSLError as exc:
+            raise self._tls_error(exc) from None
+        except requests.HTTPError as exc:
+            status = exc.response.status_code if exc.response is not None else 0
+            try:
+                body = exc.response.json() if exc.response is not None else {}
+            except ValueError:
+                body = {}
+            said = f"{status} {body.get('code', '')}: {body.get('message', '')}".rstrip(": ")
+            if status in (401, 403):
+                what = "the token in herald.opa-token" if self.has_token else "no token (herald.opa-token is not set)"
+                raise ConfigError(f"OPA at {self.url} refused {what}: {said}", "herald.opa-token") from None
+            raise ConfigError(f"OPA at {self.url} answered {said}", "herald.opa-url") from None
+        except (requests.RequestException, OSError, ValueError) as exc:
+            if "PEM" in str(exc) or isinstance(exc, OSError) and not isinstance(exc, requests.RequestException):
+                raise ConfigError(f"cannot load the client certificate or key: {exc}", "herald.opa-cert-file") from None
+            raise ConfigError(f"cannot reach OPA at {self.url}: {_short(exc)}", "herald.opa-url") from None
+
+    def _tls_error(self, exc: requests.exceptions.SSLError) -> ConfigError:
+        text = str(exc)
+        match = _SSL_REASON.search(text)
+        code, reason = (match.group(1), match.group(2).strip()) if match else ("", _short(exc))
+        if code == "CERTIFICATE_VERIFY_FAILED" and "mismatch" in reason.lower():
+            return ConfigError(f"the certificate of OPA at {self.url} does not name its host: {reason}",
+                               "herald.opa-url")
+        if code == "CERTIFICATE_VERIFY_FAILED":
+            trusted = f"the CA in herald.opa-ca-file {self.ca_file!r}" if self.ca_file else \
+                "the system's CAs (herald.opa-ca-file is not set)"
+            return ConfigError(f"the certificate of OPA at {self.url} is not trusted by {trusted}: {reason}",
+                               "herald.opa-ca-file")
+        if "CERTIFICATE" in code or "PEM lib" in text or "KEY" in code:  # the client certificate was refused
+            given = f"{self.cert_file!r}" if self.cert_file else "none (herald.opa-cert-file is not set)"
+            return ConfigError(f"OPA at {self.url} refused the client certificate {given}: {reason}",
+                               "herald.opa-cert-file")
+        return ConfigError(f"TLS with OPA at {self.url} failed: {code + ': ' if code else ''}{reason}",
+                           "herald.opa-url")
 
     # -- modules -----------------------------------------------------------------------------
 
@@ -274,6 +362,17 @@ class OpaEngine:
 
     def close(self) -> None:
         self._client.close_connection()
+
+
+def _loopback(host: str) -> bool:
+    return host == "localhost" or host.startswith("127.") or host == "::1"
+
+
+def _short(exc: BaseException) -> str:
+    """requests' connection errors nest urllib3's; the innermost reason is the useful part."""
+    text = str(exc)
+    inner = re.search(r"\(Caused by \w+\((.*)\)\)$", text)
+    return inner.group(1).strip("'\"") if inner else text
 
 
 def _merge(into: dict[str, Any], new: dict[str, Any]) -> None:

@@ -1,5 +1,7 @@
 """Issue 5 acceptance on a real broker: events posted to the bridge drive the exec, http,
-kubernetes and docker actions through router, action topics and worker (a subprocess).
+kubernetes and docker actions through router, action topics and worker (a subprocess). The
+bridge requires a bearer token, which the harness sends: routes with these actions fire only
+for authenticated events (tests/test_action_guard_e2e.py covers the unauthenticated side).
 
 Peers: the fake Kubernetes API (tests/k8s_fake.py) with a kubeconfig pointing at it, Podman's
 Docker API (the ``docker_host`` fixture), the harness's HTTP sink, and files the scripts write.
@@ -26,6 +28,8 @@ NAME = "event.raw.metadata.labels.trivy-operator\\.resource\\.name"
 IMAGE = "event.raw.report.registry.server/event.raw.report.artifact.repository:event.raw.report.artifact.tag"
 NGINX_PODS = ["nginx-6d4cf56db6-00000", "nginx-6d4cf56db6-00001"]
 FAST = {"enable": True, "retry-initial-backoff": "0.05s", "retry-max-backoff": "0.2s"}
+# every route here can change systems: they fire only for authenticated events (app/router.py)
+TOKEN = "enforcement-e2e-token-5b1f"
 
 
 def enforcement_config(kubeconfig: Path, docker_host: str, sink: Sink, out: Path) -> dict[str, Any]:
@@ -98,7 +102,7 @@ def stage(kafka: Any, docker_host: str, tmp_path_factory: pytest.TempPathFactory
         with Sink() as sink:
             sink.expect("/enforce", method="POST", json=True, headers={"X-Herald": "e2e"})
             cfg = enforcement_config(kubeconfig, docker_host, sink, out)
-            with Herald(kafka, cfg, workdir) as herald:
+            with Herald(kafka, cfg, workdir, token=TOKEN) as herald:
                 yield Stage(herald, kube, sink, out)
     finally:
         kube.stop()
