@@ -132,6 +132,7 @@ class KafkaIO:
         self._poll_stop = threading.Event()
         self._stop = threading.Event()
         self._closing = False
+        self._resubscribe: list[str] | None = None
         self.fatal: str | None = None
         self.stopped: asyncio.Future[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -237,6 +238,11 @@ class KafkaIO:
     def stop(self) -> None:
         self._stop.set()
 
+    def subscribe(self, topics: list[str]) -> None:
+        """Change the subscription (a config reload added or retired an action); the Kafka thread
+        applies it (cooperative rebalance: partitions of the other topics stay assigned)."""
+        self._resubscribe = list(topics)
+
     # -- Kafka thread -------------------------------------------------------------------------
     def _call_loop(self, fn: Callable[..., Any], *args: Any) -> None:
         assert self._loop is not None
@@ -248,6 +254,10 @@ class KafkaIO:
     def _run(self) -> None:
         try:
             while not self._stop.is_set() and self.fatal is None:
+                if self._resubscribe is not None:
+                    self.topics, self._resubscribe = self._resubscribe, None
+                    self.consumer.subscribe(self.topics, on_assign=self._assign, on_revoke=self._revoke,
+                                            on_lost=self._lost)
                 busy = bool(self._notices) or any(self.tracker.in_flight(tp) for tp in self.assignment)
                 # consume(n, timeout) waits for n messages or the timeout, which at low rates adds the
                 # whole timeout to every hop: wait for the first message only, then take what is queued

@@ -49,14 +49,26 @@ class RouteState:
         self.w = worker
         self.topic = topic
         self.changelog = changelog
-        router = worker.router
-        self.routes = router.stateful_routes
-        self.timed = [n for n, r in self.routes.items() if router.aggregates(r) and r.aggregate_timeout]
+        self.routes: dict[str, Any] = {}
+        self.timed: list[str] = []
+        self.refresh()
         self.tables: dict[int, dict[str, Any]] = {}
         self._load_lock = asyncio.Lock()
         self._pending: dict[int, deque[tuple[Ticket, list[Write]]]] = {}
         self._pending_wake = asyncio.Event()
         self.duplicates = 0
+
+    def refresh(self) -> None:
+        """Take the worker's current router (at start, and after a reload). Routes that aggregated
+        and no longer do get a ``flush`` message: their pending batch is sent, not forgotten."""
+        router = self.w.router
+        before = [n for n in self.routes if n in getattr(self, "_aggregating", set())]
+        self.routes = router.stateful_routes
+        self._aggregating = {n for n, r in self.routes.items() if router.aggregates(r)}
+        self.timed = [n for n in self._aggregating if self.routes[n].aggregate_timeout]
+        for name in before:
+            if name not in self._aggregating:
+                self.w.send(self.topic, name, orjson.dumps({"kind": "flush", "route": name}), None)
 
     @staticmethod
     def partition_key(item: dict[str, Any], aggregates: bool) -> str:
@@ -67,10 +79,9 @@ class RouteState:
         self.w.send(self.topic, key, orjson.dumps(item), ticket)
 
     def background_tasks(self) -> list[asyncio.Task[None]]:
-        tasks = [asyncio.create_task(self._write_changelog(), name="route-state-changelog")]
-        if self.timed:
-            tasks.append(asyncio.create_task(self._ticks(), name="route-state-ticks"))
-        return tasks
+        # ticks run even without timed routes: a reload may add one
+        return [asyncio.create_task(self._write_changelog(), name="route-state-changelog"),
+                asyncio.create_task(self._ticks(), name="route-state-ticks")]
 
     async def _ticks(self) -> None:
         while True:
@@ -144,11 +155,12 @@ class RouteState:
     def _apply(self, item: dict[str, Any], table: dict[str, Any], ticket: Ticket, writes: list[Write]) -> None:
         name = item["route"]
         route = self.routes.get(name)
-        if route is None:  # the config changed since this was written
-            log.warning("route-state: route %s no longer has dedup or aggregation; dropped %s", name, item.get("kind"))
+        bkey = f"b{_SEP}{name}"
+        if route is None or (item["kind"] == "flush" and name not in self._aggregating):
+            # a reload changed the route since this was written
+            self._orphan(item, table, ticket, writes)
             return
         now = time.time()
-        bkey = f"b{_SEP}{name}"
         if item["kind"] == "tick":
             batch = Batch.from_dict(table.get(bkey))
             if batch.due(route.aggregate_timeout, now):
@@ -182,6 +194,39 @@ class RouteState:
         else:
             table[bkey] = batch.to_dict()
             writes.append((bkey, table[bkey]))
+
+    def _orphan(self, item: dict[str, Any], table: dict[str, Any], ticket: Ticket, writes: list[Write]) -> None:
+        """A message of a route that a reload changed: it lost dedup/aggregation, or is gone."""
+        name = item["route"]
+        bkey = f"b{_SEP}{name}"
+        batch = Batch.from_dict(table.get(bkey))
+        if batch.items and item["kind"] in ("tick", "flush"):
+            # the pending batch of a route that no longer aggregates: its events go out one by one
+            # (the route's current actions), or become dead letters when the route is gone
+            table.pop(bkey, None)
+            writes.append((bkey, None))
+            for event_id, content in zip(batch.event_ids, batch.contents()):
+                self._pass_on(name, event_id, content, None, batch.started_at, ticket,
+                              "its aggregation batch was pending")
+            return
+        if item["kind"] != "event":
+            return  # a tick, or a flush with nothing pending
+        self._pass_on(name, item["event_id"], Content.from_dict(item["content"]), item.get("event"),
+                      item.get("received_at") or 0.0, ticket, "it reached the dedup/aggregation stage")
+
+    def _pass_on(self, name: str, event_id: str, content: Content, event: Any, received_at: float,
+                 ticket: Ticket, when: str) -> None:
+        route = self.w.config.routes.get(name)
+        if route is None:
+            self.w.dead_letter("router", ticket, f"route {name} was removed by a config reload before {when}",
+                               "ConfigReload", event_id=event_id,
+                               original=orjson.dumps({"route": name, "event_id": event_id,
+                                                      "content": content.to_dict(), "event": event}).decode())
+            return
+        log.info("route-state: route %s no longer has dedup or aggregation (config reload); event %s passed on",
+                 name, event_id)
+        self._record(event_id, name, "passed-on", "route changed by a config reload", ticket)
+        self.w.emit(ActionMessage(event_id, name, "", content, event, received_at), ticket)
 
     def _flush(self, name: str, batch: Batch, table: dict[str, Any], ticket: Ticket, writes: list[Write]) -> None:
         bkey = f"b{_SEP}{name}"

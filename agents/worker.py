@@ -22,20 +22,23 @@ import logging
 import signal
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import orjson
+from confluent_kafka import KafkaException
 
 from actions import action_class
 from actions.base import Action
 from agents.kafkaio import TP, KafkaFatalError, KafkaIO, Ticket
 from agents.stateful import RouteState
 from app import metrics
-from app.config import Config
+from app.admin import Admin, ReloadResult, admin_exposure_problem, config_hash
+from app.config import Config, load_config
 from app.delivered import RETENTION_S, DeliveredKeys
-from app.errors import EventError
+from app.errors import ConfigError, EventError, HeraldError
 from app.kafka_admin import ensure_topics, wait_topics
-from app.kafka_client import client_config
+from app.kafka_client import client_config, consumer_config
 from app.messages import ActionMessage, DeadLetter
 from app.router import EventMeta, Router
 from app.runner import Outcome, RetryPolicy, deliver
@@ -46,10 +49,19 @@ log = logging.getLogger("herald.worker")
 # the router yields the event loop after this much CPU, so deliveries keep flowing under load
 ROUTER_SLICE_S = 0.005
 
+# herald settings a running worker cannot change: a reload that changes one is refused
+RESTART_ONLY = ("kafka_bootstrap_servers", "topic_prefix", "consumer_group", "group_instance_id", "kafka",
+                "admin_listen")
+# how often a removed action's topic is checked for messages still to deliver
+DRAIN_CHECK_S = 2.0
+
 
 class Worker:
-    def __init__(self, config: Config, router: Router | None = None) -> None:
+    def __init__(self, config: Config, router: Router | None = None,
+                 reload_source: Callable[[], Config] | None = None) -> None:
         self.config = config
+        # how a reload reads the config: the file again, with the command line's overrides
+        self.reload_source = reload_source or (lambda: load_config(config.path))
         self.topics = Topics(config.herald.topic_prefix)
         self.router = router or Router(config)
         for err in self.router.errors:
@@ -72,11 +84,21 @@ class Worker:
         self._router_wake = asyncio.Event()
         self._state_queue: deque[Ticket] = deque()
         self._state_wake = asyncio.Event()
-        self._action_queues: dict[str, asyncio.Queue[Ticket]] = {n: asyncio.Queue() for n in config.actions}
+        self._action_queues: dict[str, asyncio.Queue[Ticket | None]] = {n: asyncio.Queue() for n in config.actions}
+        self._loops: dict[str, int] = {}  # action stage loops running, per action
+        self._in_use: dict[Action, int] = {}  # type: ignore[type-arg]  # deliveries running per action instance
+        self._replaced: list[Action] = []  # type: ignore[type-arg]  # instances a reload replaced: closed once idle
+        self.retired: dict[str, float] = {}  # removed actions whose topic may still hold messages -> since
+        self._reload_lock = asyncio.Lock()
+        self.reloads = 0
+        self.joined = False
         self._load_locks: dict[tuple[str, int], asyncio.Lock] = {}
         self._delivering: dict[tuple[str, str], asyncio.Event] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self.routed = 0
+        self.admin: Admin | None = None
+        self.config_hash = config_hash(config)
+        self._target_loops: dict[str, int] = {}
         metrics.init_worker(config.routes, config.actions)
 
     def input_topics(self) -> list[str]:
@@ -104,17 +126,18 @@ class Worker:
                     self._action_queues[name].put_nowait(t)
 
     def _on_assigned(self, tps: list[TP]) -> None:
-        for name in self.config.actions:
+        self.joined = True
+        for name, delivered in self.delivered.items():
             # keys delivered by the previous owner are read back before this worker's first message
             # of the partition (in deliver_one: a slow rebalance callback would stall the consumer)
-            self.delivered[name].loaded.difference_update(p for t, p in tps if t == self.action_topics[name])
+            delivered.loaded.difference_update(p for t, p in tps if t == self.action_topics.get(name))
         self.state.assigned([p for t, p in tps if t == self.topics.route_state])
         mine = sorted(f"{t}[{p}]" for t, p in self.io.assignment)
         log.info("herald worker ready: %d partitions assigned: %s", len(mine), " ".join(mine))
 
     def _on_revoked(self, tps: list[TP]) -> None:
-        for name in self.config.actions:
-            self.delivered[name].loaded.difference_update(p for t, p in tps if t == self.action_topics[name])
+        for name, delivered in self.delivered.items():
+            delivered.loaded.difference_update(p for t, p in tps if t == self.action_topics.get(name))
         self.state.revoked([p for t, p in tps if t == self.topics.route_state])
         log.info("partitions revoked: %s", " ".join(f"{t}[{p}]" for t, p in sorted(tps)))
 
@@ -192,7 +215,7 @@ class Worker:
             self.dead_letter("router", ticket, f"route {failure.route}: {failure.error}", failure.error_type,
                              event_id=meta.event_id, attempts=1)
         metrics.observe_routing(result)
-        decision = result.decision(self.router.config_hash, self.route_templates)
+        decision = result.decision(self.config_hash, self.route_templates)
         decision.update(topic=ticket.topic, partition=ticket.partition, offset=ticket.offset,
                         received_at=meta.received_at)
         self.record_decision(decision, ticket)
@@ -223,8 +246,17 @@ class Worker:
     # -- action stages ------------------------------------------------------------------------
     async def _action_loop(self, name: str) -> None:
         queue = self._action_queues[name]
+        self._loops[name] = self._loops.get(name, 0) + 1
+        try:
+            await self._action_loop_body(name, queue)
+        finally:
+            self._loops[name] -= 1
+
+    async def _action_loop_body(self, name: str, queue: asyncio.Queue[Ticket | None]) -> None:
         while True:
             ticket = await queue.get()
+            if ticket is None:  # a reload lowered the concurrency or retired the action
+                return
             if not self.io.current(ticket):
                 self.io.skip(ticket)
                 continue
@@ -281,16 +313,20 @@ class Worker:
                 round(outcome.latency * 1000, 3)), ticket)
 
         done = self._delivering[(name, key)] = asyncio.Event()
+        action = self.actions[name]  # a reload may replace it meanwhile: this delivery keeps its own
+        self._in_use[action] = self._in_use.get(action, 0) + 1
         try:
-            outcome = await deliver(self.actions[name], message, RetryPolicy.of(self.actions[name].config),
-                                    on_attempt=on_attempt)
+            outcome = await deliver(action, message, RetryPolicy.of(action.config), on_attempt=on_attempt)
             if outcome.delivered:
                 delivered.mark(partition, key)
         finally:
             del self._delivering[(name, key)]
             done.set()
+            self._release(action)
         metrics.observe_delivery(name, outcome, message.received_at)
         if outcome.delivered:
+            if outcome.rejected:  # a partial delivery: its refused parts are dead letters before the key is
+                await self.dead_letter_parts(name, ticket, message, outcome)
             # wait until the key is durable before this slot takes another message: a crash then
             # redelivers at most the deliveries in flight (``concurrency``), never finished ones too
             await self.io.produce_acked(self.topics.delivered(name), key, b"%.3f" % time.time(), ticket,
@@ -302,31 +338,254 @@ class Worker:
                         name, message.event_id, outcome.attempts, outcome.error)
         return outcome
 
+    async def dead_letter_parts(self, name: str, ticket: Ticket, message: ActionMessage, outcome: Outcome) -> None:
+        """One dead letter per part a partial delivery's peer refused (app.runner), each acknowledged
+        by the broker before the message's delivered key is written: a crash in between
+        redelivers the message rather than losing a refused part. ``original`` is the message of
+        that part alone, so a redrive re-sends just it."""
+        for part in outcome.rejected:
+            record = DeadLetter(
+                stage=name, error=part.error, error_type=part.error_type, attempts=outcome.attempts,
+                first_attempt_at=outcome.first_attempt_at, last_attempt_at=outcome.last_attempt_at,
+                source_topic=ticket.topic, source_partition=ticket.partition, source_offset=ticket.offset,
+                event_id=message.event_id, status=outcome.status, original=orjson.loads(part.message.to_json()),
+            )
+            await self.io.produce_acked(self.topics.dlq(name), message.event_id, record.to_json(), ticket)
+        log.warning("action %s: event %s delivered except %d part(s), dead-lettered: %s", name, message.event_id,
+                    len(outcome.rejected), "; ".join(p.error for p in outcome.rejected[:5]))
+
+    # -- action stages and instances ----------------------------------------------------------
+    def _set_loops(self, name: str, target: int) -> None:
+        """Run ``target`` stage loops of action ``name``: start more, or stop the surplus once each
+        finishes its current delivery (a ``None`` in the queue stops one loop)."""
+        current = self._target_loops.get(name, 0)
+        for i in range(current, target):
+            self._tasks.append(asyncio.create_task(self._action_loop(name), name=f"action-{name}-{i}"))
+        for _ in range(target, current):
+            self._action_queues[name].put_nowait(None)
+        self._target_loops[name] = target
+
+    def _release(self, action: Action) -> None:  # type: ignore[type-arg]
+        self._in_use[action] -= 1
+        if not self._in_use[action]:
+            del self._in_use[action]
+            if action in self._replaced:  # a reload replaced it while it delivered: close it now
+                self._replaced.remove(action)
+                self._tasks.append(asyncio.create_task(self._close_action(action), name=f"close-{action.name}"))
+
+    def _retire_instance(self, action: Action) -> None:  # type: ignore[type-arg]
+        """Close ``action`` (replaced by a reload) once no delivery uses it any more."""
+        if self._in_use.get(action):
+            self._replaced.append(action)
+        else:
+            self._tasks.append(asyncio.create_task(self._close_action(action), name=f"close-{action.name}"))
+
+    @staticmethod
+    async def _close_action(action: Action) -> None:  # type: ignore[type-arg]
+        try:
+            await action.close()
+        except Exception as exc:  # noqa: BLE001 - a failing close must not stop the worker
+            log.warning("action %s did not close cleanly: %s", action.name, exc)
+
+    # -- reload -------------------------------------------------------------------------------
+    def _on_sighup(self) -> None:
+        self._tasks.append(asyncio.create_task(self.reload("SIGHUP"), name="reload"))
+
+    def _restart_only(self, new: Config) -> str | None:
+        for key in RESTART_ONLY:
+            before, after = getattr(self.config.herald, key), getattr(new.herald, key)
+            if before != after:
+                shown = "" if key == "kafka" else f" from {before!r} to {after!r}"
+                return (f"herald.{key.replace('_', '-')}: changed{shown}; this setting takes effect only "
+                        "when the worker restarts")
+        return None
+
+    def readiness(self) -> tuple[bool, str]:
+        """Whether the worker consumes and Kafka answers (called on an executor thread)."""
+        if self.io.fatal:
+            return False, "the worker is stopping after a Kafka error"
+        if self.io.stopped is None or self.io.stopped.done():
+            return False, "the worker is not consuming"
+        if not self.joined:
+            return False, "the worker has not joined its consumer group yet"
+        try:
+            md = self.io.producer.list_topics(self.topics.events, timeout=3)
+        except KafkaException:
+            return False, "Kafka is not reachable"
+        topic = md.topics.get(self.topics.events)
+        if not md.brokers or topic is None or topic.error is not None:
+            return False, "Kafka is not reachable"
+        return True, ""
+
+    async def reload(self, source: str) -> ReloadResult:
+        """Re-read config, templates and filters, validate them, and apply them from the next event.
+
+        Validation builds a new router the way startup does: a config error, a Rego filter that
+        does not compile, a template that cannot load, an action whose settings are wrong, or a
+        change to a setting that needs a restart refuses the reload; the running config stays.
+        Applying is one step on the event loop between two events: each event is routed entirely
+        by the old config or entirely by the new one, and its decision record carries that
+        config's hash. Messages already on action topics are delivered by their action's current
+        settings; a removed action keeps its stage, with its last settings, until its topic is
+        drained (``_drain_retired``), so nothing routed to it is dropped."""
+        async with self._reload_lock:
+            previous = self.config_hash
+            loop = asyncio.get_running_loop()
+            try:
+                new = await loop.run_in_executor(None, self.reload_source)
+                problem = self._restart_only(new) or admin_exposure_problem(new)
+                if problem:
+                    raise ConfigError(problem)
+                # on this thread: embedded Rego engines are used only where they were created
+                router = Router(new)
+                if router.errors:
+                    raise ConfigError("; ".join(router.errors))
+                added = [n for n in new.actions if n not in self.actions]
+                changed = [n for n in new.actions if n in self.actions
+                           and (n in self.retired or self.actions[n].config != new.actions[n])]
+                instances = {n: action_class(new.actions[n].type)(new.actions[n]) for n in added + changed}
+                if added:  # their topics exist before the router can send to them
+                    await loop.run_in_executor(None, ensure_worker_topics, self, new)
+            except HeraldError as exc:
+                log.error("config reload (%s) refused, config %s stays: %s", source, previous, exc)
+                return ReloadResult(False, previous_hash=previous, error=str(exc))
+            except Exception as exc:  # noqa: BLE001 - a bad file must never stop the worker
+                log.error("config reload (%s) refused, config %s stays: %s: %s", source, previous,
+                          type(exc).__name__, exc)
+                return ReloadResult(False, previous_hash=previous, error=f"{type(exc).__name__}: {exc}")
+            started: list[Action] = []  # type: ignore[type-arg]
+            try:
+                for action in instances.values():
+                    await action.start()
+                    started.append(action)
+            except Exception as exc:  # noqa: BLE001
+                for action in started:
+                    await self._close_action(action)
+                log.error("config reload (%s) refused, config %s stays: action %s cannot start: %s", source,
+                          previous, action.name, exc)
+                return ReloadResult(False, previous_hash=previous, error=f"action {action.name}: {exc}")
+            return self._apply(new, router, instances, added, changed, source, previous)
+
+    def _apply(self, new: Config, router: Router, instances: dict[str, Action],  # type: ignore[type-arg]
+               added: list[str], changed: list[str], source: str, previous: str) -> ReloadResult:
+        """Switch to ``new`` (no await: no event is routed half by the old config)."""
+        removed = [n for n in self.config.actions if n not in new.actions]
+        for name in added:
+            topic = self.action_topics[name] = self.topics.action(name)
+            self.stage_of_topic[topic] = name
+            self.delivered[name] = DeliveredKeys(self.kafka_conf, self.topics.delivered(name))
+            self._action_queues[name] = asyncio.Queue()
+        for name, action in instances.items():
+            old = self.actions.get(name)
+            self.actions[name] = action
+            self.retired.pop(name, None)
+            if old is not None:
+                self._retire_instance(old)
+        for name in removed:
+            self.retired[name] = time.time()
+        self.config = new
+        self.router = router
+        self.route_templates = {name: r.template for name, r in new.routes.items()}
+        self.config_hash = config_hash(new)
+        self.state.refresh()
+        for name, cfg in new.actions.items():
+            self._set_loops(name, cfg.concurrency)
+        if added:
+            self.io.subscribe(self.input_topics())
+        init = getattr(metrics, "init_worker", None)
+        if init is not None:
+            init(new.routes, new.actions)
+        self.reloads += 1
+        changes = {"actions_added": added, "actions_changed": changed, "actions_removed": removed}
+        for warning in new.warnings:
+            log.warning("config: %s", warning)
+        log.info("config reloaded (%s): hash %s -> %s; %d routes, %d actions; added %s, changed %s, removed %s%s",
+                 source, previous, self.config_hash, len(new.routes), len(new.actions), added or "none",
+                 changed or "none", removed or "none",
+                 " (their stages deliver what is already on their topics, then stop)" if removed else "")
+        return ReloadResult(True, config_hash=self.config_hash, previous_hash=previous, changes=changes)
+
+    async def _drain_retired(self) -> None:
+        """Stop the stage of each action a reload removed once its topic holds nothing undelivered
+        (the group's committed offsets reached the end of every partition)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(DRAIN_CHECK_S)
+            for name in list(self.retired):
+                topic = self.action_topics[name]
+                try:
+                    remaining = await loop.run_in_executor(None, self._undelivered, topic)
+                except Exception as exc:  # noqa: BLE001 - checked again at the next interval
+                    log.debug("cannot tell whether %s is drained yet: %s", topic, exc)
+                    continue
+                if name not in self.retired:  # a reload added it back meanwhile
+                    continue
+                if remaining or not self._action_queues[name].empty() or any(
+                        a.name == name for a in self._in_use):
+                    continue
+                self._stop_stage(name)
+
+    def _undelivered(self, topic: str) -> int:
+        """Messages of ``topic`` past the group's committed offsets (blocking)."""
+        from confluent_kafka import Consumer, TopicPartition
+
+        consumer = Consumer(consumer_config(self.kafka_conf, self.config.herald.consumer_group))
+        try:
+            md = consumer.list_topics(topic, timeout=5)
+            parts = sorted(md.topics[topic].partitions) if topic in md.topics else []
+            committed = consumer.committed([TopicPartition(topic, p) for p in parts], timeout=5)
+            remaining = 0
+            for tp in committed:
+                low, high = consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=5)
+                remaining += max(0, high - (tp.offset if tp.offset >= 0 else low))
+            return remaining
+        finally:
+            consumer.close()
+
+    def _stop_stage(self, name: str) -> None:
+        since = self.retired.pop(name)
+        topic = self.action_topics.pop(name)
+        self.stage_of_topic.pop(topic, None)
+        self.io.subscribe(self.input_topics())
+        self._set_loops(name, 0)
+        action = self.actions.pop(name)
+        self._retire_instance(action)
+        self.delivered.pop(name, None)
+        self._target_loops.pop(name, None)
+        log.info("action %s (removed by a reload %.0fs ago): %s is drained; its stage stopped", name,
+                 time.time() - since, topic)
+
     # -- lifecycle ----------------------------------------------------------------------------
     async def run(self) -> int:
-        """Run until SIGTERM/SIGINT or a fatal Kafka error; returns the process exit code."""
+        """Run until SIGTERM/SIGINT or a fatal Kafka error; returns the process exit code.
+        SIGHUP reloads the config (``reload``)."""
         loop = asyncio.get_running_loop()
+        if self.config.herald.admin_listen:  # first: a port in use stops the worker before it consumes
+            self.admin = Admin(self)
+            await self.admin.start(self.config.herald.admin_listen)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.io.stop)
+        loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
         for name, action in self.actions.items():
             await action.start()
         self._tasks.append(asyncio.create_task(self._router_loop(), name="router"))
         self._tasks.append(asyncio.create_task(self._state_loop(), name="route-state"))
         for name, cfg in self.config.actions.items():
-            for i in range(cfg.concurrency):
-                self._tasks.append(asyncio.create_task(self._action_loop(name), name=f"action-{name}-{i}"))
+            self._set_loops(name, cfg.concurrency)
         self._tasks += self.state.background_tasks()
+        self._tasks.append(asyncio.create_task(self._drain_retired(), name="retired-actions"))
+        log.info("config %s: %d routes, %d actions (hash %s)", self.config.path, len(self.config.routes),
+                 len(self.config.actions), self.config_hash)
         self.io.start()
         assert self.io.stopped is not None
         await self.io.stopped
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        for action in self.actions.values():
-            try:
-                await action.close()
-            except Exception as exc:  # noqa: BLE001 - a failing close must not hide the exit status
-                log.warning("action %s did not close cleanly: %s", action.name, exc)
+        if self.admin is not None:
+            await self.admin.stop()
+        for action in [*self.actions.values(), *self._replaced]:
+            await self._close_action(action)
         if self.io.fatal:
             log.error("worker stopped: %s", self.io.fatal)
             return 1
@@ -334,20 +593,23 @@ class Worker:
         return 0
 
 
-def ensure_worker_topics(worker: Worker) -> None:
-    s = worker.config.herald
+def ensure_worker_topics(worker: Worker, config: Config | None = None) -> None:
+    """Create the topics of ``config`` (default: the worker's) and wait until they have leaders."""
+    config = config or worker.config
+    s = config.herald
     retention = {"retention.ms": str(int(RETENTION_S * 1000))}
-    configs = {worker.topics.delivered(n): retention for n in worker.config.actions}
+    configs = {worker.topics.delivered(n): retention for n in config.actions}
     configs[worker.topics.route_state_changelog] = {"cleanup.policy": "compact"}
-    ensure_topics(worker.kafka_conf, worker.topic_names(), s.partitions, s.replication_factor,
-                  configs=configs)
-    wait_topics(worker.kafka_conf, worker.input_topics())
+    ensure_topics(worker.kafka_conf, worker.topics.all_for(list(config.actions)), s.partitions,
+                  s.replication_factor, configs=configs)
+    wait_topics(worker.kafka_conf, [worker.topics.action(n) for n in config.actions])
 
 
-def run_worker(config: Config) -> int:
+def run_worker(config: Config, reload_source: Callable[[], Config] | None = None) -> int:
     async def main() -> int:
-        worker = Worker(config)
+        worker = Worker(config, reload_source=reload_source)
         ensure_worker_topics(worker)
+        wait_topics(worker.kafka_conf, worker.input_topics())
         return await worker.run()
 
     return asyncio.run(main())

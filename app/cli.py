@@ -142,7 +142,19 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     for warning in guard_warnings(config):  # the worker applies the guard: it warns, once per start
         log.warning("%s", warning)
-    return run_worker(config)
+    from app.admin import admin_exposure_problem
+
+    problem = admin_exposure_problem(config)
+    if problem:
+        raise ConfigError(problem)
+
+    def reload_source() -> Config:  # SIGHUP and POST /reload read the file again, with --bootstrap
+        fresh = load_config(config.path)
+        if getattr(args, "bootstrap", None):
+            fresh.herald.kafka_bootstrap_servers = args.bootstrap
+        return fresh
+
+    return run_worker(config, reload_source)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -164,6 +164,10 @@ class HeraldSettings(PosteeModel):
     max_json_depth: StrictInt = Field(
         100, ge=1, le=120, description="Deepest JSON nesting accepted; the embedded Rego engine refuses "
         "128 (env HERALD_MAX_JSON_DEPTH).")
+    admin_listen: PStr = Field(
+        "127.0.0.1:8083", description="The worker's admin listener host:port: GET /healthz, /readyz, /metrics "
+        "and POST /reload (behind herald.auth); port 0 picks a free port, empty turns it off "
+        "(env HERALD_ADMIN_LISTEN).")
     spool: SpoolSettings = Field(
         default_factory=SpoolSettings, description="Disk spool of the bridge for Kafka outages (env HERALD_SPOOL_*).")
     kafka: KafkaSettings = Field(
@@ -257,6 +261,7 @@ ENV_OVERRIDES: list[tuple[tuple[str, ...], str]] = [
     (("HERALD_READ_TIMEOUT",), "read_timeout"),
     (("HERALD_MAX_IN_FLIGHT",), "max_in_flight"),
     (("HERALD_MAX_JSON_DEPTH",), "max_json_depth"),
+    (("HERALD_ADMIN_LISTEN",), "admin_listen"),
     # herald.auth: "auth.<key>" sets herald.auth.<key>
     (("HERALD_AUTH_BEARER_TOKENS",), "auth.bearer_tokens"),
     (("HERALD_AUTH_HMAC_KEYS",), "auth.hmac_keys"),
