@@ -95,6 +95,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     try:
         router = Router(config)
         problems = router.errors
+        for package, files in router.library.replaced.items():
+            print(f"template package {package}: built-in replaced by {', '.join(files)}")
     except HeraldError as exc:
         problems = [str(exc)]
     from app.bridge import exposure_problem, exposure_warning
@@ -174,8 +176,14 @@ def cmd_run(args: argparse.Namespace) -> int:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
 
+    def reload(signum: int, frame: Any) -> None:  # both children re-read the config
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGHUP)
+
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGHUP, reload)
     import time
 
     while all(p.poll() is None for p in procs):  # one child dying stops the other
@@ -220,19 +228,30 @@ def _read_event(path: str) -> bytes:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
+    from app.policy.engine import make_engine
     from app.policy.templates import BUILTIN_TEMPLATE_DIR, PackageTemplate, TemplateLibrary
 
+    if args.engine == "opa" and not args.opa_url:
+        raise ConfigError("--engine opa needs --opa-url (e.g. http://127.0.0.1:8181)", "--opa-url")
     dirs = [BUILTIN_TEMPLATE_DIR] + [Path(d) for d in args.template_dir]
-    library = TemplateLibrary(dirs)
+    library = TemplateLibrary(dirs, lambda: make_engine(args.engine, args.opa_url or ""))
+    for package, files in library.replaced.items():
+        print(f"note: built-in package {package} replaced by {', '.join(files)}", file=sys.stderr)
     for err in library.errors:
         print(f"warning: {err}", file=sys.stderr)
-    raw = _read_event(args.input)
-    event = orjson.loads(raw)
-    if not isinstance(event, dict):
-        raise HeraldError(f"{args.input}: the event must be a JSON object")
     aqua = args.aqua_server.rstrip("/") + "/#/images/" if args.aqua_server else ""
     template = PackageTemplate("render", args.package, library)
-    content = template.render(orjson.dumps({**event, "postee": {"AquaServer": aqua}}).decode())
+    contents = []
+    for path in args.input:
+        try:
+            event = orjson.loads(_read_event(path))
+        except orjson.JSONDecodeError as exc:
+            raise HeraldError(f"{path}: the event is not JSON: {exc}") from None
+        if not isinstance(event, dict):
+            raise HeraldError(f"{path}: the event must be a JSON object")
+        contents.append(template.render(orjson.dumps({**event, "postee": {"AquaServer": aqua}}).decode()))
+    # several inputs: rendered one by one, then combined by the package's aggregation_pkg
+    content = contents[0] if len(contents) == 1 else template.aggregate(contents)
     out = content.to_dict()
     out.pop("owners")
     sys.stdout.write(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode() + "\n")
@@ -358,8 +377,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("render", help="render a template package for an event, without Kafka")
     sp.add_argument("--template-dir", action="append", default=[], help="user template directory (repeatable)")
     sp.add_argument("--package", required=True, help="rego package, e.g. postee.vuls.html")
-    sp.add_argument("--input", required=True, help="event JSON file ('-' for stdin)")
+    sp.add_argument("--input", required=True, action="append",
+                    help="event JSON file ('-' for stdin); repeated, the renders are combined by the "
+                         "package's aggregation_pkg")
     sp.add_argument("--aqua-server", default="", help="Aqua console URL used for links")
+    sp.add_argument("--engine", choices=["embedded", "opa"], default="embedded",
+                    help="Rego engine: embedded (regorus) or an OPA server (--opa-url)")
+    sp.add_argument("--opa-url", default="", help="OPA server for --engine opa, e.g. http://127.0.0.1:8181")
     sp.set_defaults(fn=cmd_render)
 
     sp = sub.add_parser("dlq", help="dead letters: list, show, redrive, purge")

@@ -12,6 +12,16 @@ A template is one of:
 
 Unlike Postee, a library file that does not compile makes only its own packages unavailable;
 the error (path and line) is reported at start.
+
+A user directory is the truth: a package that a user file defines replaces the built-in package
+of that name as a whole (the built-in files declaring it are not loaded), so a copy of Postee's
+whole ``rego-templates`` folder, ``common/common.rego`` included, loads as it is. Herald's
+built-in templates import their helpers from Herald-private packages (``herald.lib.*``), never
+from ``postee``, so a user's ``postee`` helpers (Postee's ``common.rego``) replace Herald's copy
+without touching a built-in template. A user package replacing a ``herald.lib.*`` helper is
+checked against the built-in templates still loaded that import it: one that uses a name the
+user's package does not define is not loaded (``unavailable`` says why) instead of failing
+at render time.
 """
 
 from __future__ import annotations
@@ -76,46 +86,157 @@ def aggregation_items(items: list[Content]) -> list[dict[str, Any]]:
     return out
 
 
+_PACKAGE_DECL = re.compile(r"^[ \t]*package[ \t]+([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)", re.M)
+_IMPORT = re.compile(r"^[ \t]*import[ \t]+data\.([A-Za-z_][\w.]*)(?:[ \t]+as[ \t]+([A-Za-z_]\w*))?", re.M)
+# a rule or function head at the start of a line: name(...), name[...], name :=, name =, name {,
+# name if, name contains, default name
+_RULE_HEAD = re.compile(r"^(?:default[ \t]+)?([A-Za-z_]\w*)[ \t]*(?:\(|\[|:=|=|\{|if\b|contains\b)", re.M)
+
+
+def declared_package(source: str) -> str | None:
+    """The package a Rego module declares (``postee.vuls.html``), read without compiling it;
+    ``None`` when there is no plain ``package a.b.c`` line."""
+    match = _PACKAGE_DECL.search(_strip_comments(source))
+    return match.group(1) if match else None
+
+
+def _strip_comments(source: str) -> str:
+    return re.sub(r"#[^\n\"]*$", "", source, flags=re.M)
+
+
+def _defined_names(sources: list[str]) -> set[str]:
+    names: set[str] = set()
+    for source in sources:
+        names.update(m.group(1) for m in _RULE_HEAD.finditer(_strip_comments(source)))
+    return names - {"package", "import", "not", "some", "every", "with", "else"}
+
+
+def _used_names(source: str, package: str) -> set[str]:
+    """The names of ``package`` that a module uses through its imports of it (``import
+    data.<package> [as alias]`` then ``alias.name``; ``import data.<package>.name``)."""
+    text = _strip_comments(source)
+    used: set[str] = set()
+    for match in _IMPORT.finditer(text):
+        path, alias = match.group(1), match.group(2)
+        if path == package:
+            alias = alias or package.rsplit(".", 1)[-1]
+            used.update(re.findall(rf"(?<![\w.]){re.escape(alias)}\.([A-Za-z_]\w*)", text))
+        elif path.rsplit(".", 1)[0] == package:
+            used.add(path.rsplit(".", 1)[1])
+    used.update(re.findall(rf"\bdata\.{re.escape(package)}\.([A-Za-z_]\w*)", text))
+    return used
+
+
+@dataclass
+class _Module:
+    path: Path
+    source: str
+    package: str | None
+    builtin: bool
+
+
 @dataclass
 class TemplateLibrary:
-    """Every rego module under the template directories, compiled into one engine."""
+    """Every rego module under the template directories, compiled into one engine; a package
+    defined in a user directory replaces the built-in package of that name."""
 
     dirs: list[Path]
     engine_factory: EngineFactory = default_engine_factory
     errors: list[str] = field(default_factory=list)
     files: dict[str, list[str]] = field(default_factory=dict)  # package -> files defining it
     data_files: list[str] = field(default_factory=list)  # JSON data files merged into data
+    # built-in package -> the user files that replace it (the built-in files are not loaded)
+    replaced: dict[str, list[str]] = field(default_factory=dict)
+    # built-in package -> why it is not loaded (it imports a replaced helper it can no longer use)
+    unavailable: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.engine = self.engine_factory()
         self._load()
 
-    def _load(self) -> None:
+    def _collect(self) -> tuple[list[_Module], list[Path]]:
+        modules: list[_Module] = []
+        data: list[Path] = []
         seen: set[Path] = set()
         for base in self.dirs:
             if not base.is_dir():
                 if base != BUILTIN_TEMPLATE_DIR:
                     self.errors.append(f"{base}: template directory does not exist")
                 continue
+            builtin = base.resolve() == BUILTIN_TEMPLATE_DIR
             for path in sorted(base.rglob("*")):
                 if path in seen or "lost+found" in path.parts or not path.is_file():
                     continue
                 seen.add(path)
                 if path.suffix == ".rego":
                     try:
-                        package = self.engine.add_module(str(path), path.read_text())
-                    except PolicyError as exc:
-                        self.errors.append(str(exc))
-                        log.error("template file does not compile, its packages are unavailable: %s", exc)
+                        source = path.read_text()
+                    except (OSError, UnicodeDecodeError) as exc:
+                        self.errors.append(f"{path}: cannot read template file: {exc}")
                         continue
-                    self.files.setdefault(package.removeprefix("data."), []).append(str(path))
+                    modules.append(_Module(path, source, declared_package(source), builtin))
                 elif path.suffix == ".json" and path.name != "package.json":
-                    try:
-                        self.engine.add_data(orjson.loads(path.read_bytes()))
-                    except (orjson.JSONDecodeError, PolicyError) as exc:
-                        self.errors.append(f"{path}: invalid data file: {exc}")
-                    else:
-                        self.data_files.append(str(path))
+                    data.append(path)
+        return modules, data
+
+    def _replace(self, modules: list[_Module]) -> list[_Module]:
+        """The modules to load: user packages replace the built-in packages of the same name."""
+        user: dict[str, list[str]] = {}
+        for m in modules:
+            if not m.builtin and m.package:
+                user.setdefault(m.package, []).append(str(m.path))
+        builtin_packages = {m.package for m in modules if m.builtin and m.package}
+        self.replaced = {p: files for p, files in user.items() if p in builtin_packages}
+        kept = [m for m in modules if not (m.builtin and m.package in self.replaced)]
+        for package, files in self.replaced.items():
+            log.info("template package %s: the user's %s replaces the built-in one", package, ", ".join(files))
+        self._forget_replaced([m for m in modules if m.builtin and m.package in self.replaced])
+        # a built-in template still loaded must find what it uses in a replaced helper package
+        replaced_sources = {p: [m.source for m in kept if m.package == p] for p in self.replaced}
+        defined = {p: _defined_names(sources) for p, sources in replaced_sources.items()}
+        for m in kept:
+            if not m.builtin:
+                continue
+            for package in self.replaced:
+                missing = sorted(_used_names(m.source, package) - defined[package])
+                if missing:
+                    reason = (f"built-in {m.path} uses {', '.join(package + '.' + n for n in missing)}, which the "
+                              f"user's package {package} ({', '.join(self.replaced[package])}) does not define")
+                    self.unavailable[m.package or str(m.path)] = reason
+                    self.errors.append(f"template package {m.package} is unavailable: {reason}")
+                    log.error("template package %s is unavailable: %s", m.package, reason)
+                    break
+        return [m for m in kept if not (m.builtin and (m.package or str(m.path)) in self.unavailable)]
+
+    def _forget_replaced(self, modules: list[_Module]) -> None:
+        """An OPA server may still hold a replaced built-in module uploaded by an earlier run
+        without the user's directory; it would conflict with the user's package."""
+        remove = getattr(self.engine, "remove_policies", None)
+        policy_id = getattr(self.engine, "policy_id", None)
+        if remove is None or policy_id is None or not modules:
+            return
+        try:
+            remove([policy_id(str(m.path), m.source) for m in modules])
+        except Exception as exc:  # noqa: BLE001 - best effort; a conflict shows up at upload
+            log.warning("could not remove replaced built-in modules from OPA: %s", exc)
+
+    def _load(self) -> None:
+        modules, data = self._collect()
+        for m in self._replace(modules):
+            try:
+                package = self.engine.add_module(str(m.path), m.source)
+            except PolicyError as exc:
+                self.errors.append(str(exc))
+                log.error("template file does not compile, its packages are unavailable: %s", exc)
+                continue
+            self.files.setdefault(package.removeprefix("data."), []).append(str(m.path))
+        for path in data:
+            try:
+                self.engine.add_data(orjson.loads(path.read_bytes()))
+            except (OSError, orjson.JSONDecodeError, PolicyError) as exc:
+                self.errors.append(f"{path}: invalid data file: {exc}")
+            else:
+                self.data_files.append(str(path))
 
     def has_package(self, package: str) -> bool:
         prefix = package + "."

@@ -155,7 +155,9 @@ def test_not_native_when_anything_else_defines_the_path(tmp_path: Path) -> None:
 
 
 def test_a_user_override_is_rendered_by_the_engine(tmp_path: Path) -> None:
-    (tmp_path / "raw.rego").write_text('package postee.rawmessage.json\n\nurl := "https://example.com"\n')
+    # a user package replaces the built-in one as a whole (app/policy/templates.py)
+    (tmp_path / "raw.rego").write_text('package postee.rawmessage.json\n\ntitle := "-"\n\n'
+                                       'result := jsonformat(input)\n\nurl := "https://example.com"\n')
     r = router(template_dirs=[str(tmp_path)])
     assert r.templates["raw"].native is False  # type: ignore[attr-defined]
     content = r.route(b'{"a": 1}', META).rendered["r"]
