@@ -50,7 +50,20 @@ bridge_kafka_write_seconds = Histogram(
     "Time from handing an event to the producer to Kafka's acknowledgement (acks=all), failures included.",
     buckets=_FAST, registry=REGISTRY)
 bridge_spool_events = Gauge(
-    "herald_bridge_spool_events", "Events in the bridge's disk spool waiting for Kafka.", registry=REGISTRY)
+    "herald_bridge_spool_events", "Events in the bridge's disk spool waiting for Kafka (herald.spool).",
+    registry=REGISTRY)
+bridge_spool_bytes = Gauge(
+    "herald_bridge_spool_bytes", "Bytes of events in the bridge's disk spool waiting for Kafka.", registry=REGISTRY)
+bridge_spool_max_bytes = Gauge(
+    "herald_bridge_spool_max_bytes", "The spool's bound (herald.spool.max-bytes); 0 when the spool is off.",
+    registry=REGISTRY)
+
+
+def watch_spool(spool: Any) -> None:
+    """Spool gauges read ``spool`` (``app.spool.Spool``) at each scrape."""
+    bridge_spool_events.set_function(lambda: spool.records)
+    bridge_spool_bytes.set_function(lambda: spool.bytes)
+    bridge_spool_max_bytes.set(spool.max_bytes)
 
 # -- worker: router -------------------------------------------------------------------------------
 router_events = Counter(
