@@ -9,7 +9,7 @@ export PIP_CACHE_DIR := $(CURDIR)/.cache/pip
 export HERALD_KAFKA_DIR ?= $(CURDIR)/.herald/kafka
 CONFIG ?= examples/cfg.yaml
 
-.PHONY: run test bench venv kafka kafka-stop opa podman lint clean
+.PHONY: run test test-fast bench venv kafka kafka-stop opa podman lint clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,9 @@ run: venv kafka
 
 test: venv opa
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+test-fast: venv
+	$(PY) -m pytest -q -p no:cacheprovider -m "not e2e" $(PYTEST_ARGS)
 
 bench: venv opa
 	$(PY) bench/run.py

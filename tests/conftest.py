@@ -51,3 +51,18 @@ def secure_kafka() -> Iterator[LocalKafka]:
 @pytest.fixture
 def fixtures() -> Path:
     return FIXTURES
+
+
+# Real-component fixtures: a test that uses one (directly, or through an engine parameter) is an
+# end-to-end test. `make test-fast` runs the rest (`-m "not e2e"`), the unit layer.
+E2E_FIXTURES = {"kafka", "secure_kafka", "opa_server", "opa_engines", "docker_host"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if (item.path.name.endswith("_e2e.py") or "browser" in item.path.parts
+                or E2E_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+                or params.get("engine_kind") == "opa"
+                or any(isinstance(v, str) and v in E2E_FIXTURES for v in params.values())):
+            item.add_marker(pytest.mark.e2e)
