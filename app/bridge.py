@@ -1,9 +1,12 @@
 """The webhook bridge: Postee-compatible HTTP endpoints in front of the events topic.
 
-``POST /``, ``/scan`` and ``/tenant/{route}`` answer only after Kafka acknowledged the write
-(``acks=all``): 200 with the event id; 400 for a body that is not a JSON object; 413 over the
-size limit; 503 when Kafka cannot take the event, so the sender retries. The raw body is the
-Kafka value, metadata goes in headers, so producers can publish scanner JSON directly too.
+``POST /``, ``/scan`` and ``/tenant/{route}`` answer 200 with the event id once Kafka acknowledged
+the write (``acks=all``); 400 for a body that is not a JSON object; 413 over the size limit. When
+Kafka cannot take the event, it goes to the disk spool (``app.spool``, ``herald.spool``): 202 with
+the event id once it is fsync'd; a background task produces the spool to Kafka in order when Kafka
+is back (and at start), and while the spool holds events new ones queue behind them. 503 with
+Retry-After only when the spool is full or off. The raw body is the Kafka value, metadata goes in
+headers, so producers can publish scanner JSON directly too.
 
 Security (issue 13): ``herald.auth`` turns on bearer tokens, HMAC-SHA256 body signatures (global
 or per ``/tenant/{route}``) and mTLS on the HTTPS listener; 401 without credentials, 403 with
@@ -25,15 +28,19 @@ import signal
 import ssl
 import threading
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from itertools import accumulate
+from pathlib import Path
 from typing import Any
 
 import orjson
 from aiohttp import ClientPayloadError, web
 from aiohttp.http_exceptions import HttpProcessingError
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 
-from app import metrics
+from app import logformat, metrics
 from app.config import Config
 from app.errors import ConfigError, KafkaUnavailableError
 from app.kafka_admin import ensure_topics
@@ -41,11 +48,36 @@ from app.kafka_client import bootstrap_of, client_config, producer_config
 from app.router import (H_AUTHENTICATED, H_EVENT_ID, H_RECEIVED_AT, H_ROUTE, H_SOURCE, H_USER_AGENT,
                         new_event_id)
 from app.settings import AuthSettings
+from app.spool import Position, Spool, SpoolError, SpoolRecord
 from app.topics import Topics
 
 log = logging.getLogger("herald.bridge")
 
 PRODUCE_TIMEOUT_S = 10.0
+DRAIN_BATCH = 500  # records the drain hands to the producer at once
+SPOOL_RETRY_AFTER = "5"
+
+# Kafka errors after which the event can be produced later (Kafka away, slow, or electing a
+# leader): the event goes to the spool. Any other error (too large, not authorised) would fail
+# again: the event is refused (direct path) or set aside (drain).
+_TRANSIENT = {
+    KafkaError._MSG_TIMED_OUT, KafkaError._TIMED_OUT, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN,
+    KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT, KafkaError._QUEUE_FULL, KafkaError._WAIT_COORD,
+    KafkaError._UNKNOWN_PARTITION, KafkaError._UNKNOWN_TOPIC, KafkaError._NODE_UPDATE,
+    KafkaError.REQUEST_TIMED_OUT, KafkaError.NETWORK_EXCEPTION, KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.NOT_ENOUGH_REPLICAS,
+    KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND, KafkaError.UNKNOWN_TOPIC_OR_PART,
+}
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether producing again later can succeed (``TimeoutError``: no delivery report in time)."""
+    if isinstance(exc, TimeoutError):
+        return True
+    err = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
+    if not isinstance(err, KafkaError):
+        return False
+    return err.code() in _TRANSIENT or (err.retriable() and not err.fatal())
 
 
 class _Throttle(logging.Filter):
@@ -71,6 +103,15 @@ _rdkafka_log.addFilter(_Throttle())
 
 def _json_error(status: int, reason: str, **extra: Any) -> web.Response:
     return web.json_response({"error": reason, **extra}, status=status)
+
+
+async def _close_if_body_unread(request: web.Request, response: web.StreamResponse) -> None:
+    """An answer given before the body was read (401, 403, 404, 405, 413) keeps the connection
+    only when the body is plain: aiohttp skips an unread body by decoding it (Content-Encoding,
+    chunking), and a bogus gzip or broken chunks then close the kept-alive connection under the
+    client's next request (seen as a dropped connection). Such answers say ``Connection: close``."""
+    if request.can_read_body and ("Content-Encoding" in request.headers or "Transfer-Encoding" in request.headers):
+        response.force_close()
 
 
 class _RateLog:
@@ -249,6 +290,7 @@ class KafkaWriter:
             )
         )
         self.ready = False
+        self.purge_on_outage = False  # set when a spool takes what Kafka cannot
         self._stop = threading.Event()
         self._poller = threading.Thread(target=self._poll, name="kafka-poll", daemon=True)
         self._checker = threading.Thread(target=self._check, name="kafka-ready", daemon=True)
@@ -262,8 +304,11 @@ class KafkaWriter:
             self.producer.poll(0.05)
 
     def _check(self) -> None:
-        """Readiness: the events topic's metadata is reachable (checked every second)."""
+        """Readiness: the events topic's metadata is reachable (checked every second). When Kafka
+        goes away, the records still queued in the producer (never sent, so certainly not written)
+        are purged: their requests go to the spool now rather than after the message timeout."""
         while not self._stop.is_set():
+            was = self.ready
             try:
                 md = self.producer.list_topics(self.topic, timeout=2)
                 topic = md.topics.get(self.topic)
@@ -272,10 +317,13 @@ class KafkaWriter:
                     ensure_topics(self.kafka, [self.topic], *self._topic_spec)
             except (KafkaException, KafkaUnavailableError):
                 self.ready = False
+            if was and not self.ready and self.purge_on_outage:
+                self.producer.purge(in_queue=True, in_flight=False, blocking=False)
             self._stop.wait(1.0)
 
-    async def write(self, value: bytes, headers: list[tuple[str, bytes]], key: bytes) -> tuple[int, int]:
-        loop = asyncio.get_running_loop()
+    def produce(self, loop: asyncio.AbstractEventLoop, record: SpoolRecord) -> asyncio.Future[tuple[int, int]]:
+        """Hand ``record`` to the producer; the future resolves with (partition, offset) from its
+        delivery report, or fails with ``KafkaException``."""
         fut: asyncio.Future[tuple[int, int]] = loop.create_future()
 
         def on_delivery(err: Any, msg: Any) -> None:
@@ -284,12 +332,19 @@ class KafkaWriter:
             else:
                 loop.call_soon_threadsafe(_set_result, fut, (msg.partition(), msg.offset()))
 
+        try:
+            self.producer.produce(record.topic, value=record.value, key=record.key, headers=record.headers,
+                                  on_delivery=on_delivery)
+        except BufferError:
+            fut.set_exception(KafkaException(KafkaError(KafkaError._QUEUE_FULL, "local produce queue is full")))
+        except KafkaException as exc:
+            fut.set_exception(exc)
+        return fut
+
+    async def write(self, value: bytes, headers: list[tuple[str, bytes]], key: bytes) -> tuple[int, int]:
+        record = SpoolRecord(self.topic, key, value, headers)
         with metrics.bridge_kafka_write_seconds.time():
-            try:
-                self.producer.produce(self.topic, value=value, key=key, headers=headers, on_delivery=on_delivery)
-            except BufferError:
-                raise KafkaException("local produce queue is full") from None
-            return await asyncio.wait_for(fut, PRODUCE_TIMEOUT_S + 2)
+            return await asyncio.wait_for(self.produce(asyncio.get_running_loop(), record), PRODUCE_TIMEOUT_S + 2)
 
     def close(self) -> None:
         self._stop.set()
@@ -321,7 +376,23 @@ class Bridge:
         self.auth = Authenticator(settings.auth)
         self.in_flight = 0
         self.accepted = 0
+        self.spooled = 0  # events answered 202 (in the spool)
+        self.drained = 0  # spooled events produced to Kafka
         self.reject_log = _RateLog()
+        self.spool: Spool | None = None
+        if settings.spool.enabled:
+            try:
+                self.spool = Spool(Path(settings.spool.dir), settings.spool.max_bytes)
+            except SpoolError as exc:
+                raise ConfigError(f"herald.spool.dir: {exc}") from None
+            self.writer.purge_on_outage = True
+            metrics.watch_spool(self.spool)
+        self._spool_io = ThreadPoolExecutor(1, thread_name_prefix="spool")  # appends and drain reads, in order
+        self._appends: deque[tuple[SpoolRecord, asyncio.Future[bool]]] = deque()
+        self._appending = 0  # records handed to the spool thread, not yet written
+        self._append_task: asyncio.Task[None] | None = None
+        self._drain_task: asyncio.Task[None] | None = None
+        self._spool_wake: asyncio.Event | None = None
 
     def _reject(self, status: int, kind: str, reason: str, request: web.Request,
                 headers: dict[str, str] | None = None, close: bool = False) -> web.Response:
@@ -344,13 +415,124 @@ class Bridge:
         app.router.add_get("/metrics", metrics.metrics_handler)
         app.on_startup.append(self._on_startup)
         app.on_cleanup.append(self._on_cleanup)
+        app.on_response_prepare.append(_close_if_body_unread)
         return app
 
     async def _on_startup(self, app: web.Application) -> None:
         self.writer.start()
+        if self.spool is not None:
+            self._spool_wake = asyncio.Event()
+            self._drain_task = asyncio.create_task(self._drain(), name="spool-drain")
 
     async def _on_cleanup(self, app: web.Application) -> None:
+        if self._drain_task is not None:
+            self._drain_task.cancel()
+            await asyncio.gather(self._drain_task, return_exceptions=True)
+        if self._append_task is not None:
+            await asyncio.gather(self._append_task, return_exceptions=True)
         await asyncio.get_running_loop().run_in_executor(None, self.writer.close)
+        self._spool_io.shutdown(wait=True)
+        if self.spool is not None:
+            if self.spool.records:
+                log.info("%d spooled event(s) left for the next start (%s)", self.spool.records, self.spool.dir)
+            self.spool.close()
+
+    # -- the spool --------------------------------------------------------------------------------
+    def spool_busy(self) -> bool:
+        """Events wait in the spool (or are being written to it): new ones must queue behind them."""
+        return self.spool is not None and (self.spool.records > 0 or self._appending > 0 or bool(self._appends))
+
+    async def to_spool(self, record: SpoolRecord) -> bool:
+        """Append ``record`` (fsync'd, group-committed with concurrent requests); False: the spool
+        is full. Raises ``SpoolError`` when the disk fails."""
+        fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._appends.append((record, fut))
+        if self._append_task is None or self._append_task.done():
+            self._append_task = asyncio.create_task(self._append_loop())
+        return await fut
+
+    async def _append_loop(self) -> None:
+        assert self.spool is not None
+        loop = asyncio.get_running_loop()
+        while self._appends:
+            batch = list(self._appends)
+            self._appends.clear()
+            self._appending += len(batch)
+            try:
+                taken = await loop.run_in_executor(self._spool_io, self.spool.append, [r for r, _ in batch])
+            except SpoolError as exc:
+                for _, fut in batch:
+                    _set_exc(fut, exc)
+            else:
+                for (_, fut), ok in zip(batch, taken):
+                    _set_result(fut, ok)
+            finally:
+                self._appending -= len(batch)
+            if self._spool_wake is not None:
+                self._spool_wake.set()
+
+    async def _drain(self) -> None:
+        """Produce the spool to Kafka, oldest first, whenever Kafka is reachable; the spool moves
+        past a record only once Kafka acknowledged it (acks=all) and everything before it."""
+        assert self.spool is not None and self._spool_wake is not None
+        loop = asyncio.get_running_loop()
+        spool, wake = self.spool, self._spool_wake
+        while True:
+            try:
+                if not spool.records:
+                    wake.clear()
+                    try:
+                        await asyncio.wait_for(wake.wait(), 1.0)
+                    except TimeoutError:
+                        pass
+                    continue
+                if not self.writer.ready:
+                    await asyncio.sleep(0.2)
+                    continue
+                batch = await loop.run_in_executor(self._spool_io, spool.peek, DRAIN_BATCH)
+                futures = [self.writer.produce(loop, record) for _, record in batch]
+                results = await asyncio.gather(
+                    *(asyncio.wait_for(f, PRODUCE_TIMEOUT_S + 5) for f in futures), return_exceptions=True)
+                upto: Position | None = None
+                failed: tuple[Position, SpoolRecord, BaseException] | None = None
+                done = 0
+                for (pos, record), result in zip(batch, results):
+                    if isinstance(result, BaseException):
+                        failed = (pos, record, result)
+                        break
+                    upto, done = pos, done + 1
+                if failed is not None and not transient(failed[2]):
+                    # it would fail forever and hold every event behind it: set it aside, loudly
+                    pos, record, exc = failed
+                    await loop.run_in_executor(self._spool_io, self._set_aside, record, exc)
+                    upto, failed = pos, None
+                if upto is not None:
+                    await loop.run_in_executor(self._spool_io, spool.ack, upto)
+                    self.drained += done
+                    if not spool.records:
+                        log.info("spool drained: %d event(s) produced to Kafka since start", self.drained)
+                if failed is not None:
+                    self.reject_log("spool-drain", "spooled events wait: Kafka did not take event %s: %s",
+                                    failed[1].header(H_EVENT_ID), failed[2])
+                    await asyncio.sleep(1.0)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the drain must outlive any one failure
+                log.error("spool drain failed (retrying in 5 s): %s: %s", type(exc).__name__, exc)
+                await asyncio.sleep(5.0)
+
+    def _set_aside(self, record: SpoolRecord, exc: BaseException) -> None:
+        assert self.spool is not None
+        event_id = record.header(H_EVENT_ID) or f"unknown-{time.time_ns()}"
+        rejected = self.spool.dir / "rejected"
+        rejected.mkdir(exist_ok=True)
+        path = rejected / f"{re.sub(r'[^A-Za-z0-9._-]', '_', event_id)}.rec"
+        with open(path, "wb") as f:
+            f.write(record.encode())
+            f.flush()
+            os.fsync(f.fileno())
+        log.error("spooled event %s cannot be produced to %s (%s); kept in %s, not retried",
+                  event_id, record.topic, exc, path)
 
     async def ping(self, request: web.Request) -> web.Response:
         return web.json_response("Postee alive!")
@@ -359,9 +541,19 @@ class Bridge:
         return web.json_response({"status": "ok"})
 
     async def readyz(self, request: web.Request) -> web.Response:
-        if self.writer.ready:
-            return web.json_response({"status": "ready"})
-        return _json_error(503, "Kafka is not reachable")
+        """200 while events are accepted: Kafka is reachable, or the spool has room."""
+        kafka = self.writer.ready
+        body: dict[str, Any] = {"status": "ready", "kafka": "reachable" if kafka else "unreachable"}
+        if self.spool is not None:
+            body["spool"] = self.spool.depth()
+        if kafka:
+            return web.json_response(body)
+        if self.spool is not None and self.spool.disk_bytes < self.spool.max_bytes:
+            body["status"] = "ready (spooling: Kafka is not reachable)"
+            return web.json_response(body)
+        body["status"] = "unavailable"
+        body["error"] = "Kafka is not reachable" + ("; the spool is full" if self.spool is not None else "")
+        return web.json_response(body, status=503)
 
     async def ingest(self, request: web.Request) -> web.Response:
         if self.in_flight >= self.max_in_flight:
@@ -427,9 +619,8 @@ class Bridge:
             return self._reject(400, "json", f"body must be a JSON object, got {type(parsed).__name__}", request)
         if json_depth(body, self.max_json_depth) > self.max_json_depth:
             return self._reject(400, "depth", f"JSON nested deeper than {self.max_json_depth} levels", request)
-        if not self.writer.ready:
-            return _json_error(503, "Kafka is not reachable; retry later", retry_after=1)
         event_id = new_event_id()
+        logformat.bind(event_id=event_id, route=route)
         headers = [
             (H_EVENT_ID, event_id.encode()),
             (H_RECEIVED_AT, str(int(time.time() * 1000)).encode()),
@@ -440,15 +631,35 @@ class Bridge:
             headers.append((H_ROUTE, route.encode()))
         if method is not None:
             headers.append((H_AUTHENTICATED, method.encode()))
+        record = SpoolRecord(self.writer.topic, event_id.encode(), body, headers)
+        if self.spool is not None and (self.spool_busy() or not self.writer.ready):
+            return await self._spool_answer(record, event_id, request)
+        if not self.writer.ready:
+            return _json_error(503, "Kafka is not reachable; retry later", retry_after=1)
         try:
             partition, offset = await self.writer.write(body, headers, event_id.encode())
         except (TimeoutError, KafkaException) as exc:
+            if self.spool is not None and transient(exc):
+                return await self._spool_answer(record, event_id, request)
             log.warning("event not accepted, Kafka did not acknowledge it: %s", exc)
             return web.json_response(
                 {"error": "Kafka did not acknowledge the event; retry later"}, status=503, headers={"Retry-After": "1"}
             )
         self.accepted += 1
         return web.json_response({"event_id": event_id, "partition": partition, "offset": offset})
+
+    async def _spool_answer(self, record: SpoolRecord, event_id: str, request: web.Request) -> web.Response:
+        try:
+            taken = await self.to_spool(record)
+        except SpoolError as exc:
+            log.error("event not accepted: %s", exc)
+            return web.json_response({"error": "Kafka is not reachable and the spool cannot be written; retry "
+                                      "later"}, status=503, headers={"Retry-After": SPOOL_RETRY_AFTER})
+        if not taken:
+            return self._reject(503, "spool-full", "Kafka is not reachable and the spool is full; retry later",
+                                request, {"Retry-After": SPOOL_RETRY_AFTER})
+        self.spooled += 1
+        return web.json_response({"event_id": event_id, "spooled": True}, status=202)
 
 
 def _split(address: str, what: str) -> tuple[str, int]:
@@ -481,8 +692,10 @@ def tls_context(environ: dict[str, str] | None = None, client_ca: str = "") -> s
     return ctx
 
 
-async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
+async def serve(config: Config, stop: asyncio.Event | None = None,
+                reload_source: Callable[[], Config] | None = None) -> None:
     """Serve HTTP (and HTTPS when ``https-listen`` is set) until ``stop`` is set or cancelled.
+    With ``reload_source``, SIGHUP re-reads routes, authentication and limits (``app.admin.reload_bridge``).
 
     Raises ConfigError before binding anything when a non-loopback listener has no authentication."""
     problem = exposure_problem(config)
@@ -494,6 +707,10 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
     if config.herald.auth.client_ca and not config.herald.https_listen:
         log.warning("herald.auth.client-ca is set but herald.https-listen is not: mTLS is off")
     bridge = Bridge(config)
+    if reload_source is not None:
+        from app.admin import reload_bridge
+
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload_bridge, bridge, reload_source, "SIGHUP")
     runner = web.AppRunner(bridge.app(), access_log=None)
     await runner.setup()
     host, port = _split(config.herald.http_listen, "herald.http-listen")
@@ -510,12 +727,15 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
         await runner.cleanup()
 
 
-def run_bridge(config: Config) -> None:
+def run_bridge(config: Config, reload_source: Callable[[], Config] | None = None) -> None:
+    """Serve until SIGINT/SIGTERM; SIGHUP reloads from ``reload_source`` (default: the config file)."""
+    from app.config import load_config
+
     loop = asyncio.new_event_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        loop.run_until_complete(serve(config, stop))
+        loop.run_until_complete(serve(config, stop, reload_source or (lambda: load_config(config.path))))
     finally:
         loop.close()

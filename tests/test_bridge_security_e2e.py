@@ -108,7 +108,9 @@ def test_health_endpoints_stay_open_and_readyz_hides_kafka(herald: Herald, kafka
         status, _, body = request(herald, path, method="GET")
         assert status == 200, (path, body)
     _, _, body = request(herald, "/readyz", method="GET")
-    assert body == {"status": "ready"} and kafka.bootstrap not in json.dumps(body)
+    assert body["status"] == "ready" and body["kafka"] == "reachable", body
+    assert body["spool"] == {"records": 0, "bytes": 0, "max-bytes": 256 * 1024 * 1024}, body
+    assert kafka.bootstrap not in json.dumps(body) and str(kafka.port) not in json.dumps(body)
 
 
 def test_bearer_missing_wrong_and_rotated_tokens(herald: Herald) -> None:
@@ -344,7 +346,8 @@ async def test_mtls_client_certificate_authenticates(tmp_path: Path, monkeypatch
     config = parse_config({"herald": {"kafka-bootstrap-servers": kafka.bootstrap, "topic-prefix": prefix,
                                       "partitions": 1, "http-listen": f"127.0.0.1:{http_port}",
                                       "https-listen": f"127.0.0.1:{https_port}",
-                                      "auth": {"client-ca": str(files["ca.pem"])}}}, environ={})
+                                      "auth": {"client-ca": str(files["ca.pem"])},
+                                      "spool": {"dir": str(tmp_path / "spool")}}}, environ={})
 
     def client_ctx(cert: str | None) -> ssl.SSLContext:
         ctx = ssl.create_default_context(cafile=str(files["ca.pem"]))
@@ -359,7 +362,7 @@ async def test_mtls_client_certificate_authenticates(tmp_path: Path, monkeypatch
             for _ in range(300):
                 try:
                     async with session.get(f"http://127.0.0.1:{http_port}/readyz") as resp:
-                        if resp.status == 200:
+                        if resp.status == 200 and (await resp.json())["kafka"] == "reachable":
                             break
                 except aiohttp.ClientConnectorError:
                     pass

@@ -67,7 +67,10 @@ def own_broker() -> Iterator[LocalKafka]:
 
 
 def test_broker_outage_gives_503_and_loses_no_acknowledged_event(own_broker: LocalKafka, tmp_path: Path) -> None:
-    with Sink() as sink, Herald(own_broker, config(sink), tmp_path) as herald:
+    """With the spool off (``herald.spool.enabled: false``) an outage is answered 503; with the
+    spool on, see tests/test_spool_e2e.py."""
+    cfg = {**config(sink := Sink()), "herald": {"spool": {"enabled": False}}}
+    with sink, Herald(own_broker, cfg, tmp_path) as herald:
         acknowledged = []
         for i in range(20):
             status, body = herald.post({"n": i})
