@@ -20,14 +20,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from aiohttp import web
 
-from app.bridge import Authenticator, _split, is_loopback
+from app.bridge import Authenticator, _split, exposure_problem, is_loopback
 from app.config import Config
-from app.errors import ConfigError
+from app.errors import ConfigError, HeraldError
 
 log = logging.getLogger("herald.admin")
 
@@ -204,3 +205,45 @@ def config_hash(config: Config) -> str:
                 continue
             h.update(str(path.relative_to(root)).encode() + b"\0" + data + b"\0")
     return h.hexdigest()[:12]
+
+
+# herald settings a running bridge cannot change (listeners, Kafka, TLS): a SIGHUP that changes one is refused
+BRIDGE_RESTART_ONLY = ("kafka_bootstrap_servers", "topic_prefix", "kafka", "http_listen", "https_listen",
+                       "body_limit", "partitions", "replication_factor", "spool")
+
+
+def reload_bridge(bridge: Any, source: Callable[[], Config], why: str) -> ReloadResult:
+    """SIGHUP on ``herald bridge`` (and ``herald run``): tenant routes (``/tenant/{route}``), the
+    credentials of ``herald.auth`` and the request limits (read-timeout, max-in-flight,
+    max-json-depth) from the file again; a bad file, or a change to a setting that needs a restart,
+    is refused and logged, and the running config stays."""
+    blog = logging.getLogger("herald.bridge")
+    old = bridge.config
+    try:
+        new = source()
+        for key in BRIDGE_RESTART_ONLY:
+            before, after = getattr(old.herald, key, None), getattr(new.herald, key, None)
+            if before != after:
+                shown = "" if key in ("kafka", "spool") else f" from {before!r} to {after!r}"
+                raise ConfigError(f"changed{shown}; this setting takes effect only when the bridge restarts",
+                                  f"herald.{key.replace('_', '-')}")
+        if new.herald.auth.client_ca != old.herald.auth.client_ca:
+            raise ConfigError("changed; the HTTPS listener takes a new client CA only when the bridge restarts",
+                              "herald.auth.client-ca")
+        problem = exposure_problem(new)
+        if problem:
+            raise ConfigError(problem)
+    except HeraldError as exc:
+        blog.error("bridge config reload (%s) refused, the running config stays: %s", why, exc)
+        return ReloadResult(False, error=str(exc))
+    s = new.herald
+    bridge.config = new
+    bridge.auth = Authenticator(s.auth)
+    bridge.read_timeout = s.read_timeout
+    bridge.max_in_flight = s.max_in_flight
+    bridge.max_json_depth = s.max_json_depth
+    for warning in new.warnings:
+        blog.warning("config: %s", warning)
+    blog.info("bridge config reloaded (%s): %d routes, authentication %s", why, len(new.routes),
+              "required" if s.auth.configured() else "off")
+    return ReloadResult(True)

@@ -131,8 +131,19 @@ def cmd_bridge(args: argparse.Namespace) -> int:
 
     config = _load(args, listens=True)
     setup_logging(config.herald.debug)
-    run_bridge(config)
+    run_bridge(config, _reload_source(args, config))
     return 0
+
+
+def _reload_source(args: argparse.Namespace, config: Config) -> Any:
+    """How SIGHUP and POST /reload read the config again: the same file, the same --bootstrap."""
+    def source() -> Config:
+        fresh = load_config(config.path)
+        if getattr(args, "bootstrap", None):
+            fresh.herald.kafka_bootstrap_servers = args.bootstrap
+        return fresh
+
+    return source
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -149,14 +160,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     problem = admin_exposure_problem(config)
     if problem:
         raise ConfigError(problem)
-
-    def reload_source() -> Config:  # SIGHUP and POST /reload read the file again, with --bootstrap
-        fresh = load_config(config.path)
-        if getattr(args, "bootstrap", None):
-            fresh.herald.kafka_bootstrap_servers = args.bootstrap
-        return fresh
-
-    return run_worker(config, reload_source)
+    return run_worker(config, _reload_source(args, config))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -181,8 +185,14 @@ def cmd_run(args: argparse.Namespace) -> int:
             if p.poll() is None:
                 p.send_signal(signal.SIGHUP)
 
+    def reload(signum: int, frame: Any) -> None:  # both children re-read the config
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGHUP)
+
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGHUP, reload)
     signal.signal(signal.SIGHUP, reload)
     import time
 
