@@ -492,13 +492,19 @@ class Herald:
     def read_positions(self, suffix: str, min_count: int = 0,
                        timeout: float = 30.0) -> list[tuple[int, int, bytes]]:
         """(partition, offset, value) of every record on ``<prefix><suffix>``, as ``read_topic``."""
+        from app.errors import KafkaUnavailableError
         from app.kafkawindow import WindowReader
 
         topic = self.prefix + suffix
         deadline = time.time() + timeout
         while True:
-            reader = WindowReader(self.kafka.client_config(), topic, None, None)
-            records = [(r.partition, r.offset, r.value) for r in reader]
+            try:
+                reader = WindowReader(self.kafka.client_config(), topic, None, None)
+                records = [(r.partition, r.offset, r.value) for r in reader]
+            except KafkaUnavailableError:  # e.g. a topic just created has no leader yet: read again
+                records = []
+                if time.time() > deadline:
+                    raise
             if len(records) >= min_count:
                 return records
             if time.time() > deadline:
