@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-import support
+from tests.actions import support
 
 
 @pytest_asyncio.fixture(autouse=True)

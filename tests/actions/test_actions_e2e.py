@@ -12,14 +12,14 @@ from typing import Any, Self
 
 import pytest
 from aiohttp import web
-from test_email import Smtp, _start
-from test_opsgenie import KEY as OPSGENIE_KEY
-from test_opsgenie import FakeOpsGenie
-from test_pagerduty import ROUTING_KEY, FakePagerDuty
-from test_slack import HOOK_PATH, FakeSlack
-from test_splunk import TOKEN as HEC_TOKEN
-from test_splunk import FakeHec
-from test_teams import SIG, WORKFLOW_PATH, FakeTeams
+from tests.actions.test_email import Smtp, _start
+from tests.actions.test_opsgenie import KEY as OPSGENIE_KEY
+from tests.actions.test_opsgenie import FakeOpsGenie
+from tests.actions.test_pagerduty import ROUTING_KEY, FakePagerDuty
+from tests.actions.test_slack import HOOK_PATH, FakeSlack
+from tests.actions.test_splunk import TOKEN as HEC_TOKEN
+from tests.actions.test_splunk import FakeHec
+from tests.actions.test_teams import SIG, WORKFLOW_PATH, FakeTeams
 
 from tests.harness import FIXTURES, Herald, free_port, wait_until
 

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_dependencytrack import API_KEY, BOM, READ_ONLY_KEY, FakeDependencyTrack
-from support import assert_golden, build_action, make_message, request_as_json, serve
+from tests.actions.fake_dependencytrack import API_KEY, BOM, READ_ONLY_KEY, FakeDependencyTrack
+from tests.actions.support import assert_golden, build_action, make_message, request_as_json, serve
 
 from app.errors import ConfigError, PermanentActionError, RetryableActionError
 

@@ -18,7 +18,7 @@ import dns.rrset
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
-from support import build_action, free_port, make_message, self_signed_cert, server_tls_context
+from tests.actions.support import build_action, free_port, make_message, self_signed_cert, server_tls_context
 
 from actions.email import OWNER_TOKEN, DnsMxResolver, EmailAction
 from app.errors import ConfigError, PermanentActionError, RetryableActionError

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-import support
+from tests.actions import support
 
 
 def test_update_mode_rewrites_a_differing_golden_and_fails_then_passes(

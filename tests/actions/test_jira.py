@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_jira import FakeJira
-from support import build_action, free_port, make_message, self_signed_cert, serve, server_tls_context
+from tests.actions.fake_jira import FakeJira
+from tests.actions.support import build_action, free_port, make_message, self_signed_cert, serve, server_tls_context
 
 from actions import _jira_fields as jf
 from actions.jira import OWNER_TOKEN, JiraAction, JiraIssue

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_nexusiq import BOM, ORG, PASSWORD, USER, FakeNexusIq
-from support import build_action, make_message, serve
+from tests.actions.fake_nexusiq import BOM, ORG, PASSWORD, USER, FakeNexusIq
+from tests.actions.support import build_action, make_message, serve
 
 from actions.nexusiq import NexusIqRequest, application_id
 from app.errors import ConfigError, PermanentActionError, RetryableActionError

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from aiohttp import web
-from support import FIXTURES, assert_golden, build_action, make_message, request_as_json, serve
+from tests.actions.support import FIXTURES, assert_golden, build_action, make_message, request_as_json, serve
 
 from actions.pagerduty import PagerDutyAction
 from app.errors import ConfigError, PermanentActionError, RetryableActionError

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import build_action
+from tests.actions.support import build_action
 
 from app.errors import ConfigError
 

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_servicenow import PASSWORD, USER, FakeServiceNow
-from support import assert_golden, build_action, make_message, request_as_json, serve
+from tests.actions.fake_servicenow import PASSWORD, USER, FakeServiceNow
+from tests.actions.support import assert_golden, build_action, make_message, request_as_json, serve
 
 from actions.servicenow import ServiceNowAction, impact, opened_at
 from app.errors import ConfigError, PermanentActionError, RetryableActionError

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from aiohttp import web
-from support import (
+from tests.actions.support import (
     FIXTURES,
     assert_golden,
     build_action,

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from aiohttp import web
-from support import assert_golden, build_action, make_message, request_as_json, serve
+from tests.actions.support import assert_golden, build_action, make_message, request_as_json, serve
 
 from actions.teams import TeamsAction, detect_format
 from app.errors import ConfigError, PermanentActionError
