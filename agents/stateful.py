@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from app import metrics
+from app import logformat, metrics
 from app.content import Content
 from app.errors import HeraldError, KafkaUnavailableError
 from app.kafkawindow import WindowReader
@@ -144,6 +144,7 @@ class RouteState:
         """Process one route.state message; finishes ``ticket`` itself (after its changelog)."""
         table = await self._table(ticket.partition)
         item = orjson.loads(ticket.value)
+        logformat.bind(event_id=item.get("event_id"), route=item.get("route"))
         writes: list[Write] = []
         self._apply(item, table, ticket, writes)
         if writes:

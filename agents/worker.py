@@ -32,7 +32,7 @@ from actions import action_class
 from actions.base import Action
 from agents.kafkaio import TP, KafkaFatalError, KafkaIO, Ticket
 from agents.stateful import RouteState
-from app import metrics
+from app import logformat, metrics
 from app.admin import Admin, ReloadResult, admin_exposure_problem, config_hash
 from app.config import Config, load_config
 from app.delivered import RETENTION_S, DeliveredKeys
@@ -201,6 +201,7 @@ class Worker:
         ts_type, ts_ms = msg.timestamp()
         meta = EventMeta.from_headers(msg.headers(), f"{ticket.topic}-{ticket.partition}-{ticket.offset}",
                                       ts_ms / 1000 if ts_ms > 0 else time.time())
+        logformat.bind(event_id=meta.event_id, route=meta.route)
         raw = ticket.value
         try:
             result = self.router.route(raw, meta)
@@ -281,11 +282,13 @@ class Worker:
     async def deliver_one(self, name: str, ticket: Ticket) -> Outcome | None:
         raw = ticket.value
         partition = ticket.partition
+        logformat.bind(action=name)
         try:
             message = ActionMessage.from_json(raw)
         except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
             self.dead_letter(name, ticket, f"malformed action message: {exc}", "MessageError")
             return None
+        logformat.bind(event_id=message.event_id, route=message.route, action=name)
 
         delivered = self.delivered[name]
         if partition not in delivered.loaded:

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from aiohttp import web
-from minimal_configs import CASES, ContractCase
-from support import BUILT, free_port, make_message, serve
+from tests.actions.minimal_configs import CASES, ContractCase
+from tests.actions.support import BUILT, free_port, make_message, serve
 
 from actions import REGISTRY, action_class
 from actions.base import ActionConfig
