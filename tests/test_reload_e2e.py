@@ -227,3 +227,53 @@ def test_reload_endpoint_refuses_broken_configs_and_keeps_routing(kafka: Any, tm
             assert not d6["routes"]["r"]["matched"] and d160["routes"]["r"]["matched"]
             requests = sink.wait_for("/a", 2)
             assert sorted(orjson.loads(r.body)["n"] for r in requests) == [5, 160]
+
+
+def test_herald_run_reloads_bridge_and_worker_on_sighup(kafka: Any, tmp_path: Path) -> None:
+    """``herald run`` forwards SIGHUP to its bridge and worker: the bridge takes the new bearer token
+    and the new tenant route, the worker the new route; a bridge setting that needs a restart is
+    refused by the bridge alone."""
+    new_token = "rotated-token-2"
+    cfg = {
+        "routes": [{"name": "r", "actions": ["a"], "template": "raw-json"}],
+        "templates": [{"name": "raw-json", "rego-package": "postee.rawmessage.json"}],
+        "actions": [{"name": "a", "type": "webhook", "enable": True, "url": "http://127.0.0.1:1/unused"}],
+        "herald": {"auth": {"bearer-tokens": [TOKEN]}},
+    }
+    with Sink() as sink:
+        cfg["actions"][0]["url"] = sink.url + "/a"
+        with Herald(kafka, cfg, tmp_path, bridge=False, workers=0) as herald:
+            herald._spawn("run", "run")
+            wait_until(lambda: "herald worker ready" in herald.log_text("run") and request(
+                herald.url + "/readyz")[0] == 200, 90, "herald run to be ready")
+
+            def post(body: dict[str, Any], token: str, path: str = "/") -> int:
+                return request(herald.url + path, "POST", orjson.dumps(body),
+                               {"Authorization": f"Bearer {token}", "Content-Type": "application/json"})[0]
+
+            assert post({"n": 1}, TOKEN) == 200
+            assert post({"n": 2}, TOKEN, "/tenant/r2") == 404  # no such route yet
+            sink.wait_for("/a", 1)
+
+            def change(c: dict[str, Any]) -> None:
+                c["herald"]["auth"]["bearer-tokens"] = [new_token]
+                c["routes"].append({"name": "r2", "input": "input.n == 5", "actions": ["a"], "template": "raw-json"})
+
+            rewrite(herald, change)
+            os.kill(herald.procs["run"].pid, signal.SIGHUP)
+            wait_until(lambda: "bridge config reloaded (SIGHUP): 2 routes" in herald.log_text("run")
+                       and "config reloaded (SIGHUP): hash" in herald.log_text("run"), 60,
+                       "the bridge and the worker to reload")
+            assert post({"n": 3}, TOKEN) == 403  # the old token no longer opens the bridge
+            assert post({"n": 4}, new_token) == 200
+            assert post({"n": 5}, new_token, "/tenant/r2") == 200
+            got = sink.wait_for("/a", 3)
+            assert sorted(orjson.loads(r.body)["n"] for r in got) == [1, 4, 5]
+
+            rewrite(herald, lambda c: c["herald"].update({"body-limit": 1024}))
+            os.kill(herald.procs["run"].pid, signal.SIGHUP)
+            wait_until(lambda: "bridge config reload (SIGHUP) refused" in herald.log_text("run"), 30,
+                       "the bridge to refuse a restart-only change")
+            assert "herald.body-limit: changed from 10485760 to 1024" in herald.log_text("run")
+            assert post({"n": 6}, new_token) == 200  # the bridge still serves with the running config
+            assert TOKEN not in herald.log_text("run") and new_token not in herald.log_text("run")
