@@ -31,7 +31,7 @@ HTTP_TYPES = [t for t in TYPES if t in CASES and CASES[t].http]
 POSTEE_TYPES = ["stdout", "email", "jira", "slack", "teams", "webhook", "splunk", "servicenow", "nexusiq",
                 "dependencytrack", "opsgenie", "pagerduty", "exec", "http", "kubernetes", "docker",
                 "awssecurityhub"]
-NOT_YET = {"awssecurityhub": "Postee's AWS Security Hub action has no Herald implementation yet"}
+NOT_YET: dict[str, str] = {}
 ERROR_VERDICTS: list[tuple[int, type[ActionError]]] = [
     (400, PermanentActionError), (429, RetryableActionError), (500, RetryableActionError),
     (503, RetryableActionError),
