@@ -28,14 +28,16 @@ import yaml
 
 from app.config import Config, config_path, load_config
 from app.errors import ConfigError, HeraldError
-from app.redact import RedactingFilter, RedactingFormatter
+from app.logformat import FORMATS, formatter, log_format
+from app.redact import RedactingFilter
 
 log = logging.getLogger("herald")
 
 
-def setup_logging(debug: bool = False) -> None:
+def setup_logging(debug: bool = False, fmt: str = "text") -> None:
+    """``fmt``: ``text`` (one line per record) or ``json`` (one JSON object per line, ``app.logformat``)."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(formatter(fmt))
     handler.addFilter(RedactingFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -130,7 +132,7 @@ def cmd_bridge(args: argparse.Namespace) -> int:
     from app.bridge import run_bridge
 
     config = _load(args, listens=True)
-    setup_logging(config.herald.debug)
+    setup_logging(config.herald.debug, args.log_format)
     run_bridge(config, _reload_source(args, config))
     return 0
 
@@ -150,7 +152,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from agents.worker import run_worker
 
     config = _load(args)
-    setup_logging(config.herald.debug)
+    setup_logging(config.herald.debug, args.log_format)
     from app.router import guard_warnings
 
     for warning in guard_warnings(config):  # the worker applies the guard: it warns, once per start
@@ -168,12 +170,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = _load(args, listens=True)
     base = [sys.executable, "-m", "app.cli"]
     extra = ["--config", config.path] + (["--bootstrap", args.bootstrap] if args.bootstrap else [])
+    extra += ["--log-format", args.log_format]
     procs = [subprocess.Popen(base + ["worker", *extra]), subprocess.Popen(base + ["bridge", *extra])]
-    print(
-        f"Herald is starting: POST events to http://{config.herald.http_listen}/ "
-        f"(Kafka {config.herald.kafka_bootstrap_servers}); Ctrl-C or kill {os.getpid()} stops it.",
-        file=sys.stderr, flush=True,
-    )
+    _say(args, f"Herald is starting: POST events to http://{config.herald.http_listen}/ "
+         f"(Kafka {config.herald.kafka_bootstrap_servers}); Ctrl-C or kill {os.getpid()} stops it.")
 
     def stop(signum: int, frame: Any) -> None:
         for p in procs:
@@ -204,10 +204,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         try:
             codes.append(p.wait(30))
         except subprocess.TimeoutExpired:  # e.g. a worker still trying to reach a broker that is gone
-            print(f"pid {p.pid} did not stop within 30s; killing it", file=sys.stderr)
+            _say(args, f"pid {p.pid} did not stop within 30s; killing it")
             p.kill()
             codes.append(p.wait())
     return max(codes)
+
+
+def _say(args: argparse.Namespace, text: str, level: int = logging.INFO) -> None:
+    """A message for the operator on stderr: a log record in JSON mode (every line stays JSON)."""
+    if getattr(args, "log_format", "text") == "json":
+        log.log(level, "%s", text)
+    else:
+        print(text, file=sys.stderr, flush=True)
 
 
 def cmd_kafka_local(args: argparse.Namespace) -> int:
@@ -367,6 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         sp = sub.add_parser(name, help=text)
         with_config(sp)
+        sp.add_argument("--log-format", choices=FORMATS,
+                        help="text (default) or json: one JSON object per line (default: $HERALD_LOG_FORMAT)")
         sp.set_defaults(fn=fn)
 
     sp = sub.add_parser("check-config", help="validate a config file")
@@ -432,15 +442,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.fn not in (cmd_bridge, cmd_worker):
-        setup_logging(False)
+    try:
+        args.log_format = log_format(getattr(args, "log_format", None))
+    except HeraldError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.fn not in (cmd_bridge, cmd_worker) or args.log_format == "json":
+        setup_logging(False, args.log_format)
     try:
         return int(args.fn(args) or 0)
     except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
+        _say(args, f"config error: {exc}", logging.ERROR)
         return 2
     except HeraldError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        _say(args, f"error: {exc}", logging.ERROR)
         return 1
 
 
