@@ -26,6 +26,7 @@ REGISTRY: dict[str, str] = {
     "http": "actions.http:HttpAction",
     "kubernetes": "actions.kubernetes:KubernetesAction",
     "docker": "actions.docker:DockerAction",
+    "awssecurityhub": "actions.awssecurityhub:AwsSecurityHubAction",
 }
 
 

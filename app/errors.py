@@ -11,12 +11,17 @@ exceptions are translated at the boundary that calls the library.
     │                                security protocol, nothing listening (app.kafka_client.probe)
     └── ActionError                  delivering to an action failed
         ├── RetryableActionError     try again later (408/429/5xx, connection errors); may carry retry_after
-        └── PermanentActionError     retrying cannot help (other 4xx, bad payload, bad config)
+        ├── PermanentActionError     retrying cannot help (other 4xx, bad payload, bad config)
+        └── PartialDeliveryError     the message was delivered except some parts the peer rejected for
+                                     good (e.g. Security Hub's FailedFindings): one dead letter per part
 
 The action runner is the only place that decides to retry; actions only classify.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
 
 
 class HeraldError(Exception):
@@ -82,3 +87,31 @@ class RetryableActionError(ActionError):
 
 class PermanentActionError(ActionError):
     """A failure that retrying cannot fix."""
+
+
+@dataclass
+class RejectedPart:
+    """One part of a message that the peer rejected while accepting the rest.
+
+    ``part`` names it (e.g. a Security Hub finding id), ``error`` says why (the peer's error code
+    and message), and ``message`` is an action message carrying just this part: it becomes the
+    dead letter's ``original``, so ``herald dlq redrive`` re-sends this part alone. Its ``part``
+    field makes its idempotency key differ from the whole message's, which was delivered.
+    """
+
+    part: str
+    error: str
+    error_type: str
+    message: Any  # app.messages.ActionMessage (not imported here: messages imports this module)
+
+
+class PartialDeliveryError(ActionError):
+    """Delivered, except ``rejected``: parts the peer refused for good (not retried).
+
+    The runner counts the message as delivered (it is not re-sent) and the worker writes one
+    dead letter per rejected part to the action's DLQ topic.
+    """
+
+    def __init__(self, message: str, rejected: list[RejectedPart]) -> None:
+        self.rejected = rejected
+        super().__init__(message)

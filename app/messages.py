@@ -28,10 +28,14 @@ class ActionMessage:
     routed_at: float = field(default_factory=time.time)
     redrive: int = 0
     aggregated: int = 0  # number of events in an aggregate, 0 for a single event
+    # one part of a message (e.g. a Security Hub finding id): set on the message a partial delivery's
+    # dead letter carries, so that redriving it delivers this part although the whole was delivered
+    part: str = ""
 
     @property
     def idempotency_key(self) -> str:
-        return f"{self.event_id}:{self.route}:{self.action}"
+        key = f"{self.event_id}:{self.route}:{self.action}"
+        return f"{key}:part:{self.part}" if self.part else key
 
     def to_json(self) -> bytes:
         return orjson.dumps(
@@ -46,6 +50,7 @@ class ActionMessage:
                 "routed_at": self.routed_at,
                 "redrive": self.redrive,
                 "aggregated": self.aggregated,
+                **({"part": self.part} if self.part else {}),
             }
         )
 
@@ -62,6 +67,7 @@ class ActionMessage:
             routed_at=data.get("routed_at", 0.0),
             redrive=data.get("redrive", 0),
             aggregated=data.get("aggregated", 0),
+            part=data.get("part", ""),
         )
 
 

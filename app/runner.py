@@ -3,6 +3,11 @@
 Exponential backoff with jitter, honouring ``Retry-After``, bounded by attempts and a deadline.
 Any exception an action raises that is not an ``ActionError`` is treated as permanent (a bug in
 the action must not loop forever) and reported with its type.
+
+Partial delivery: an action that delivered a message except some parts the peer rejected for
+good (Security Hub's ``FailedFindings``) raises ``PartialDeliveryError``. The outcome is then
+``delivered`` (the message is not retried, so the accepted parts are not sent again) with the
+refused parts in ``rejected``; the worker dead-letters each of them on its own.
 """
 
 from __future__ import annotations
@@ -12,10 +17,10 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from actions.base import Action, ActionConfig
-from app.errors import ActionError, RetryableActionError
+from app.errors import ActionError, PartialDeliveryError, RejectedPart, RetryableActionError
 from app.messages import ActionMessage
 from app.redact import redact
 
@@ -53,6 +58,7 @@ class Outcome:
     error_type: str = ""
     status: int | None = None
     latency: float = 0.0
+    rejected: list[RejectedPart] = field(default_factory=list)  # parts refused in a partial delivery
 
 
 # one generator for every delivery's jitter: seeding a new Random costs ~60 us (os.urandom)
@@ -82,6 +88,12 @@ async def deliver(
             await action.deliver(message)
         except asyncio.CancelledError:
             raise
+        except PartialDeliveryError as exc:
+            outcome = Outcome(True, attempt, first, clock(), redact(str(exc)), type(exc).__name__,
+                              latency=clock() - started, rejected=exc.rejected)
+            if on_attempt:
+                await on_attempt(message, attempt, outcome)
+            return outcome
         except ActionError as exc:
             outcome = Outcome(False, attempt, first, clock(), redact(str(exc)), type(exc).__name__, exc.status)
             retry_after = exc.retry_after if isinstance(exc, RetryableActionError) else None

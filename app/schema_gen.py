@@ -84,6 +84,8 @@ class ActionMessageSchema(BaseModel):
     routed_at: float
     redrive: int = Field(description="How many times this message was redriven from the dead-letter topic.")
     aggregated: int = Field(description="Number of events in an aggregate, 0 for a single event.")
+    part: str = Field("", description="Set only on a dead-lettered part of a partial delivery (e.g. a Security Hub "
+                                      "finding id); the idempotency key then ends with :part:<part>.")
 
 
 def dead_letter_schema() -> dict[str, Any]:

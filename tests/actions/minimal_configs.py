@@ -100,4 +100,6 @@ CASES: dict[str, ContractCase] = {
     ),
     "docker": ContractCase({"name": "c", "type": "docker", "docker-image-name": "localhost/busybox:latest"},
                            wrong_type_key="docker-image-name", http=False),
+    # boto3, not aiohttp: verdicts against a real Security Hub emulator in test_awssecurityhub.py
+    "awssecurityhub": ContractCase({"name": "c", "type": "awssecurityhub"}, wrong_type_key="product-arn", http=False),
 }
