@@ -208,7 +208,7 @@ class RouteState:
             writes.append((bkey, None))
             for event_id, content in zip(batch.event_ids, batch.contents()):
                 self._pass_on(name, event_id, content, None, batch.started_at, ticket,
-                              "its aggregation batch was pending")
+                              "its pending aggregation batch was sent")
             return
         if item["kind"] != "event":
             return  # a tick, or a flush with nothing pending

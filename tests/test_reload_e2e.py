@@ -277,3 +277,65 @@ def test_herald_run_reloads_bridge_and_worker_on_sighup(kafka: Any, tmp_path: Pa
             assert "herald.body-limit: changed from 10485760 to 1024" in herald.log_text("run")
             assert post({"n": 6}, new_token) == 200  # the bridge still serves with the running config
             assert TOKEN not in herald.log_text("run") and new_token not in herald.log_text("run")
+
+
+AGG_TEMPLATE = """package herald.reloadtest.agg
+title := sprintf("item %v", [input.n])
+result := sprintf("event %v", [input.n])
+aggregation_pkg := "herald.reloadtest.agg.aggregation"
+"""
+AGG_AGGREGATION = """package herald.reloadtest.agg.aggregation
+title := sprintf("%d events", [count(input)])
+result := concat("|", [d | d := input[_].description])
+"""
+
+
+def test_reload_flushes_pending_aggregation_batches(kafka: Any, tmp_path: Path) -> None:
+    """Batches pending when a reload turns aggregation off are not forgotten: a route that still
+    exists sends their events one by one to its actions; a route that is gone dead-letters them
+    with the reason."""
+    tdir = tmp_path / "templates"
+    tdir.mkdir()
+    (tdir / "agg.rego").write_text(AGG_TEMPLATE)
+    (tdir / "agg-aggregation.rego").write_text(AGG_AGGREGATION)
+    plugins = {"aggregate-message-number": 3}
+    cfg = {
+        "herald": {"template-dirs": [str(tdir)]},
+        "routes": [{"name": "agg", "input": "input.n < 100", "actions": ["b"], "template": "agg", "plugins": plugins},
+                   {"name": "gone", "input": "input.n >= 100", "actions": ["b"], "template": "agg",
+                    "plugins": plugins}],
+        "templates": [{"name": "agg", "rego-package": "herald.reloadtest.agg"}],
+        "actions": [{"name": "b", "type": "webhook", "enable": True, "url": "http://127.0.0.1:1/unused"}],
+    }
+    with Sink() as sink:
+        cfg["actions"][0]["url"] = sink.url + "/b"
+        with Herald(kafka, cfg, tmp_path) as herald:
+            ids = {}
+            for n in (0, 1, 100):
+                status, body = herald.post({"n": n})
+                assert status == 200, body
+                ids[n] = body["event_id"]
+            wait_records(herald, "decisions", lambda ds: len([d for d in ds if d.get("outcome") == "aggregated"]) == 3,
+                         "three 'aggregated' records")
+            assert sink.count("/b") == 0  # batches of 3: nothing sent yet
+
+            def no_aggregation(c: dict[str, Any]) -> None:
+                c["routes"] = [{"name": "agg", "input": "input.n < 100", "actions": ["b"], "template": "agg"}]
+
+            rewrite(herald, no_aggregation)
+            os.kill(herald.procs["worker"].pid, signal.SIGHUP)
+            wait_reloaded(herald, "SIGHUP")
+            got = sink.wait_for("/b", 2)
+            assert sorted(r.body.decode() for r in got) == ["event 0", "event 1"]
+            dead = herald.wait_record("dlq.router", lambda d: d.get("event_id") == ids[100], what="the dead letter of "
+                                      "the event whose route the reload removed")[0]
+            assert dead["error"] == "route gone was removed by a config reload before its pending aggregation batch " \
+                "was sent", dead
+            assert dead["error_type"] == "ConfigReload"
+            status, body = herald.post({"n": 2})  # the route now sends each event as it comes
+            assert status == 200, body
+            got = sink.wait_for("/b", 3)
+            assert sorted(r.body.decode() for r in got) == ["event 0", "event 1", "event 2"]
+            passed = wait_records(herald, "decisions", lambda ds: [d for d in ds if d.get("outcome") == "passed-on"],
+                                  "'passed-on' records")
+            assert {d["event_id"] for d in passed} == {ids[0], ids[1]}
