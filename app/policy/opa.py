@@ -171,7 +171,9 @@ class OpaEngine:
                 "the system's CAs (herald.opa-ca-file is not set)"
             return ConfigError(f"the certificate of OPA at {self.url} is not trusted by {trusted}: {reason}",
                                "herald.opa-ca-file")
-        if "CERTIFICATE" in code or "PEM lib" in text or "KEY" in code:  # the client certificate was refused
+        # an alert from OPA about our certificate (required, unknown CA, bad), or ours unusable
+        if ("ALERT" in code and ("CERTIFICATE" in code or "UNKNOWN_CA" in code)) or "PEM lib" in text \
+                or "KEY" in code:
             given = f"{self.cert_file!r}" if self.cert_file else "none (herald.opa-cert-file is not set)"
             return ConfigError(f"OPA at {self.url} refused the client certificate {given}: {reason}",
                                "herald.opa-cert-file")
@@ -429,18 +431,27 @@ def _free_port() -> int:
 
 
 class OpaServer:
-    """An OPA server process on 127.0.0.1 and a free port, started and stopped by PID."""
+    """An OPA server process on 127.0.0.1 and a free port, started and stopped by PID.
 
-    def __init__(self, binary: Path | str | None = None, v0: bool = True) -> None:
+    ``args``: more ``opa run`` arguments, e.g. ``--tls-cert-file``/``--tls-private-key-file`` (the
+    server is then https://), ``--authentication``/``--authorization`` and the authorization
+    policy file; ``probe``: ``requests`` options of the /health probe (``verify``, ``cert``,
+    ``headers``) that such a server needs."""
+
+    def __init__(self, binary: Path | str | None = None, v0: bool = True, *, args: tuple[str, ...] = (),
+                 probe: dict[str, Any] | None = None) -> None:
         self.binary = Path(binary) if binary else opa_binary()
         self.v0 = v0
+        self.args = tuple(args)
+        self.probe = dict(probe or {})
         self.port = 0
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: Any = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if "--tls-cert-file" in self.args else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     @property
     def pid(self) -> int | None:
@@ -461,6 +472,7 @@ class OpaServer:
                 "--skip-version-check", "--log-level", "error", "--shutdown-grace-period", "1"]
         if self.v0:
             args.append("--v0-compatible")
+        args += self.args
         self._proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -468,7 +480,7 @@ class OpaServer:
                 log.warning("OPA exited with %s: %s", self._proc.returncode, self._log_tail())
                 return False
             try:
-                if requests.get(f"{self.url}/health", timeout=1).status_code == 200:
+                if requests.get(f"{self.url}/health", timeout=1, **self.probe).status_code == 200:
                     return True
             except requests.RequestException:
                 pass
