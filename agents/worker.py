@@ -354,6 +354,7 @@ class Worker:
                 event_id=message.event_id, status=outcome.status, original=orjson.loads(part.message.to_json()),
             )
             await self.io.produce_acked(self.topics.dlq(name), message.event_id, record.to_json(), ticket)
+            metrics.dead_letters.labels(name).inc()
         log.warning("action %s: event %s delivered except %d part(s), dead-lettered: %s", name, message.event_id,
                     len(outcome.rejected), "; ".join(p.error for p in outcome.rejected[:5]))
 
