@@ -37,6 +37,7 @@ from app.admin import Admin, ReloadResult, admin_exposure_problem, config_hash
 from app.config import Config, load_config
 from app.delivered import RETENTION_S, DeliveredKeys
 from app.errors import ConfigError, EventError, HeraldError
+from app.kafka_admin import admin as kafka_admin
 from app.kafka_admin import ensure_topics, wait_topics
 from app.kafka_client import client_config, consumer_config
 from app.messages import ActionMessage, DeadLetter
@@ -529,8 +530,9 @@ class Worker:
                     continue
                 self._stop_stage(name)
 
-    def _undelivered(self, topic: str) -> int:
-        """Messages of ``topic`` past the group's committed offsets (blocking)."""
+    def _undelivered(self, topic: str, consumed_only: bool = False) -> int:
+        """Messages of ``topic`` past the group's committed offsets (blocking); with ``consumed_only``,
+        0 for a topic this group never committed an offset of."""
         from confluent_kafka import Consumer, TopicPartition
 
         consumer = Consumer(consumer_config(self.kafka_conf, self.config.herald.consumer_group))
@@ -538,6 +540,8 @@ class Worker:
             md = consumer.list_topics(topic, timeout=5)
             parts = sorted(md.topics[topic].partitions) if topic in md.topics else []
             committed = consumer.committed([TopicPartition(topic, p) for p in parts], timeout=5)
+            if consumed_only and all(tp.offset < 0 for tp in committed):
+                return 0
             remaining = 0
             for tp in committed:
                 low, high = consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=5)
@@ -545,6 +549,29 @@ class Worker:
             return remaining
         finally:
             consumer.close()
+
+    async def _warn_stranded(self) -> None:
+        """At start: say which action topics of this prefix still hold undelivered messages of an
+        action that is not in the config (removed, then the worker restarted before they drained)."""
+        loop = asyncio.get_running_loop()
+
+        def stranded() -> list[tuple[str, int]]:
+            prefix = self.topics.action("")
+            names = kafka_admin(self.kafka_conf).list_topics(timeout=10).topics
+            mine = set(self.action_topics.values())
+            found = []
+            for topic in sorted(t for t in names if t.startswith(prefix) and t not in mine):
+                left = self._undelivered(topic, consumed_only=True)  # another group's actions: not ours
+                if left:
+                    found.append((topic, left))
+            return found
+
+        try:
+            for topic, left in await loop.run_in_executor(None, stranded):
+                log.warning("%s holds %d undelivered message(s) of an action that is not in the config; a config "
+                            "with that action delivers them", topic, left)
+        except Exception as exc:  # noqa: BLE001 - a hint only
+            log.debug("cannot look for stranded action topics: %s", exc)
 
     def _stop_stage(self, name: str) -> None:
         since = self.retired.pop(name)
@@ -578,6 +605,7 @@ class Worker:
             self._set_loops(name, cfg.concurrency)
         self._tasks += self.state.background_tasks()
         self._tasks.append(asyncio.create_task(self._drain_retired(), name="retired-actions"))
+        self._tasks.append(asyncio.create_task(self._warn_stranded(), name="stranded-topics"))
         log.info("config %s: %d routes, %d actions (hash %s)", self.config.path, len(self.config.routes),
                  len(self.config.actions), self.config_hash)
         self.io.start()

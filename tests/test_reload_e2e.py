@@ -155,6 +155,7 @@ def produce(herald: Herald, events: list[dict[str, Any]]) -> None:
         producer.produce(herald.prefix + "events", orjson.dumps(e), key=str(e["n"]).encode(),
                          headers=[("herald-event-id", f"ev-{e['n']}".encode())])
     assert producer.flush(30) == 0
+    del producer
 
 
 def test_reload_endpoint_refuses_broken_configs_and_keeps_routing(kafka: Any, tmp_path: Path) -> None:
@@ -339,3 +340,47 @@ def test_reload_flushes_pending_aggregation_batches(kafka: Any, tmp_path: Path) 
             passed = wait_records(herald, "decisions", lambda ds: [d for d in ds if d.get("outcome") == "passed-on"],
                                   "'passed-on' records")
             assert {d["event_id"] for d in passed} == {ids[0], ids[1]}
+
+
+def test_messages_of_a_removed_action_left_by_a_restart_are_named_and_delivered_when_it_returns(
+        kafka: Any, tmp_path: Path) -> None:
+    """A worker restarted with a config that no longer has action a, while a's topic still holds
+    messages, says so at start; a reload that adds a back delivers them (its topic exists: the
+    new stage starts from the group's committed offsets)."""
+    cfg = {
+        "routes": [{"name": "r", "actions": ["a"], "template": "raw-json"}],
+        "templates": [{"name": "raw-json", "rego-package": "postee.rawmessage.json"}],
+        "actions": [{"name": "a", "type": "webhook", "enable": True, "url": "http://127.0.0.1:1/unused"}],
+    }
+    with Sink() as sink:
+        cfg["actions"][0]["url"] = sink.url + "/a"
+        with Herald(kafka, cfg, tmp_path, bridge=True) as herald:
+            status, body = herald.post({"n": 0})
+            assert status == 200, body
+            sink.wait_for("/a", 1)
+            wait_until(lambda: max(herald.committed("action.a", 3)) >= 0, 30, "a committed offset on action.a")
+            assert herald.stop("worker") == 0
+            original = rewrite(herald, lambda c: None)
+            rewrite(herald, lambda c: (c.update(actions=[{**c["actions"][0], "name": "b"}]),
+                                       c["routes"][0].update(actions=["b"])))
+            # two messages for a that no worker delivered yet (as a crash between routing and delivery leaves them)
+            (message,) = herald.read_topic("action.a")
+            producer = Producer(herald.kafka.client_config())
+            for i in (1, 2):
+                producer.produce(herald.prefix + "action.a", orjson.dumps({**message, "event_id": f"left-{i}"}),
+                                 key=f"left-{i}".encode())
+            assert producer.flush(30) == 0
+            del producer
+            herald.start_worker()
+            wait_until(lambda: f"{herald.prefix}action.a holds 2 undelivered message(s) of an action that is not "
+                       "in the config" in herald.log_text("worker"), 60, "the warning about action.a")
+            assert sink.count("/a") == 1
+            herald.cfg_path.write_text(yaml.safe_dump(original))  # a is back
+            os.kill(herald.procs["worker"].pid, signal.SIGHUP)
+            wait_reloaded(herald, "SIGHUP")
+            got = sink.wait_for("/a", 3)
+            assert sorted(r.headers["Idempotency-Key"].split(":")[0] for r in got[1:]) == ["left-1", "left-2"]
+            status, body = herald.post({"n": 3})
+            assert status == 200, body
+            got = sink.wait_for("/a", 4)
+            assert orjson.loads(got[-1].body)["n"] == 3
