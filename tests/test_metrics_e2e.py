@@ -191,6 +191,9 @@ def test_every_counter_moves_by_exactly_what_the_pipeline_did(kafka: Any, tmp_pa
         assert value(bridge, "herald_bridge_request_duration_seconds_count", endpoint="/tenant/{route}") == 2
         assert value(bridge, "herald_bridge_kafka_write_duration_seconds_count") == events
         assert value(bridge, "herald_bridge_kafka_write_duration_seconds_bucket", le="+Inf") == events
+        # the spool (on by default): empty, with its bound
+        assert value(bridge, "herald_bridge_spool_events") == 0 and value(bridge, "herald_bridge_spool_bytes") == 0
+        assert value(bridge, "herald_bridge_spool_max_bytes") > 0
         assert types["herald_bridge_requests"] == "counter"
         assert types["herald_bridge_request_duration_seconds"] == "histogram"
         assert types["herald_consumer_lag_messages"] == "gauge"
