@@ -454,7 +454,7 @@ class AwsSecurityHubAction(Action[AwsSecurityHubConfig, ImportRequest]):
             raise
         except ActionError:
             raise
-        except Exception as exc:  # noqa: BLE001 - every boto exception is classified
+        except Exception as exc:  # every boto3/botocore exception is classified below
             from botocore.exceptions import ParamValidationError
 
             if isinstance(exc, ParamValidationError):
@@ -466,6 +466,11 @@ class AwsSecurityHubAction(Action[AwsSecurityHubConfig, ImportRequest]):
             await self.ensure_identity()
         except ActionError as exc:  # reported by every delivery until it works
             log.error("awssecurityhub %s: %s", self.name, exc)
+
+    async def close(self) -> None:
+        client, self._client, self.identity = self._client, None, None
+        if client is not None:
+            await asyncio.to_thread(client.close)  # its HTTP connection pool
 
     async def ensure_identity(self) -> Identity:
         async with self._identity_lock:

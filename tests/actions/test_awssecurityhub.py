@@ -14,13 +14,13 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from tests.actions.moto_securityhub import ACCOUNT, REGION, MotoServer
-from tests.actions.support import FIXED_TIME, FIXTURES, build_action, free_port, make_message, serve
 
 from actions.awssecurityhub import BATCH_LIMIT, VULN_TYPE, AwsSecurityHubAction
 from app.errors import ConfigError, PartialDeliveryError, PermanentActionError, RetryableActionError
 from app.messages import ActionMessage
 from app.runner import RetryPolicy, deliver
+from tests.actions.moto_securityhub import ACCOUNT, REGION, MotoServer
+from tests.actions.support import FIXED_TIME, FIXTURES, build_action, free_port, make_message, serve
 
 REQUIRED = ("SchemaVersion", "Id", "ProductArn", "GeneratorId", "AwsAccountId", "Types", "CreatedAt", "UpdatedAt",
             "Severity", "Title", "Description", "Resources")
@@ -72,7 +72,7 @@ def assert_valid_asff(finding: dict[str, Any]) -> None:
     assert finding["Types"] and all(isinstance(t, str) and t.count("/") <= 2 for t in finding["Types"])
     for key in ("CreatedAt", "UpdatedAt"):
         assert finding[key].endswith("Z")
-        datetime.fromisoformat(finding[key].replace("Z", "+00:00"))
+        datetime.fromisoformat(finding[key])
     assert finding["Severity"]["Label"] in LABELS
     assert finding["Resources"] and all(r["Type"] and r["Id"] for r in finding["Resources"])
 

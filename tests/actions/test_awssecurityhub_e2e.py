@@ -60,8 +60,12 @@ def test_a_trivy_scan_becomes_findings_in_security_hub(herald: Herald, moto: Mot
     wanted = {f"trivy/pom.xml/pom.xml/{v['PkgName']}/{v['VulnerabilityID']}"
               for r in TRIVY["Results"] for v in r["Vulnerabilities"]}
     assert len(wanted) == 7
-    stored = wait_until(lambda: (lambda s: s if wanted <= set(s) else None)(moto.by_id()), 60,
-                        "the scan's 7 findings in Security Hub")
+
+    def all_stored() -> dict[str, Any] | None:
+        found = moto.by_id()
+        return found if wanted <= set(found) else None
+
+    stored = wait_until(all_stored, 60, "the scan's 7 findings in Security Hub")
     f = stored["trivy/pom.xml/pom.xml/log4j:log4j/CVE-2019-17571"]
     assert (f["Severity"]["Label"], f["Title"]) == ("CRITICAL", "CVE-2019-17571 in log4j:log4j 1.2.17")
     assert f["AwsAccountId"] == "123456789012" and f["Resources"][0]["Id"] == "pom.xml"
