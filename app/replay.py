@@ -32,7 +32,7 @@ import orjson
 
 from app.config import Config, load_config
 from app.errors import EventError, HeraldError, KafkaUnavailableError
-from app.router import EventMeta, Router, RoutingResult
+from app.router import ORIGIN_KAFKA, EventMeta, Router, RoutingResult
 from app.topics import Topics
 
 
@@ -41,6 +41,11 @@ class Recorded:
     event_id: str
     route: str | None
     raw: bytes
+    # where the event came from, for the guard on system-changing actions (app/router.py): an
+    # event read back from the events topic keeps its bridge headers; one from a file is the
+    # operator's own input, as if produced to Kafka directly
+    origin: str = ORIGIN_KAFKA
+    authenticated: str = ""
 
 
 def events_from_file(path: str) -> Iterator[Recorded]:
@@ -75,7 +80,7 @@ def events_from_kafka(config: Config, since_ns: int | None, until_ns: int | None
     for i, rec in enumerate(reader.records(), 1):
         meta = EventMeta.from_headers(rec.headers, f"{rec.topic}-{rec.partition}-{rec.offset}", rec.timestamp_ms / 1000)
         progress.bar("replaying", i, total)
-        yield Recorded(meta.event_id, meta.route, rec.value)
+        yield Recorded(meta.event_id, meta.route, rec.value, meta.origin, meta.authenticated)
     progress.done()
 
 
@@ -111,7 +116,8 @@ class Tally:
 
 def route_one(router: Router, ev: Recorded) -> RoutingResult | None:
     try:
-        return router.route(ev.raw, EventMeta(event_id=ev.event_id, route=ev.route))
+        return router.route(ev.raw, EventMeta(event_id=ev.event_id, route=ev.route, origin=ev.origin,
+                                              authenticated=ev.authenticated))
     except EventError:
         return None
 

@@ -204,3 +204,13 @@ def test_test_route_rejects_an_unknown_origin(tmp_path: Path, capsys: pytest.Cap
         main(["test-route", "--config", str(write_config(tmp_path)), "--origin", "trusted", "-"])
     assert exit_.value.code == 2
     assert "invalid choice: 'trusted'" in capsys.readouterr().err
+
+
+def test_replay_keeps_the_origin_of_recorded_events(router: Router) -> None:
+    from app.replay import Recorded, route_one
+
+    unauthenticated = route_one(router, Recorded("e-1", None, EVENT, ORIGIN_BRIDGE, ""))
+    assert unauthenticated is not None and {g.route for g in unauthenticated.guarded} == set(GUARDED)
+    bearer = route_one(router, Recorded("e-2", None, EVENT, ORIGIN_BRIDGE, "bearer"))
+    from_file = route_one(router, Recorded("e-3", None, EVENT))  # --from-file: the operator's own input
+    assert bearer is not None and from_file is not None and bearer.guarded == from_file.guarded == []

@@ -10,6 +10,7 @@ processes on the session broker, an exec script writing a file and HTTP actions 
 - With ``herald.auth``, bearer-authenticated and HMAC-signed events fire every route.
 - The worker's start log warns once per guarded route when the bridge has no authentication,
   and about the opt-out whenever it is used.
+- ``herald replay`` of the events topic applies the same guard (the bridge headers are kept).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -24,7 +27,7 @@ from typing import Any
 from confluent_kafka import Producer
 
 from app.kafka_local import LocalKafka
-from tests.harness import Herald, Sink, wait_until
+from tests.harness import ROOT, Herald, Sink, wait_until
 
 TOKEN = "guard-e2e-bearer-7c2d9e"
 HMAC_KEY = "guard-e2e-hmac-key-41af"
@@ -144,6 +147,13 @@ def test_unauthenticated_bridge_events_skip_guarded_routes_and_direct_kafka_even
             unchecked = herald.wait_decision(body["event_id"])
             assert unchecked["authenticated"] == "" and set(GUARDED) == {g["route"] for g in unchecked["guarded"]}
 
+            # herald replay reads the bridge headers back from the events topic: the same guard
+            replay = subprocess.run([sys.executable, "-m", "app.cli", "replay", "--config", str(herald.cfg_path),
+                                     "--since", "1h", "--format", "json"], cwd=ROOT, env=herald.env, check=False,
+                                    capture_output=True, text=True, timeout=120)
+            assert replay.returncode == 0, replay.stderr
+            assert json.loads(replay.stdout)["actions"] == {
+                "get-lookup": 3, "hook": 3, "post-anyway": 3, "post-ticket": 1, "run-script": 1}
             log = herald.log_text("worker")
     # one start warning per guarded route, one for the opt-out, none for the unguarded routes
     warnings = [line for line in log.splitlines() if " WARNING " in line and "route r-" in line]
