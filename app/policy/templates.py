@@ -47,6 +47,7 @@ log = logging.getLogger("herald.templates")
 
 BUILTIN_TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "rego" / "templates"
 COMMON_DIR = BUILTIN_TEMPLATE_DIR / "common"
+COMMON_PACKAGE = "postee"  # the helpers Postee templates import (common.rego); built-ins do not
 
 EngineFactory = Callable[[], PolicyEngine]
 
@@ -86,11 +87,11 @@ def aggregation_items(items: list[Content]) -> list[dict[str, Any]]:
     return out
 
 
-_PACKAGE_DECL = re.compile(r"^[ \t]*package[ \t]+([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)", re.M)
-_IMPORT = re.compile(r"^[ \t]*import[ \t]+data\.([A-Za-z_][\w.]*)(?:[ \t]+as[ \t]+([A-Za-z_]\w*))?", re.M)
+_PACKAGE_DECL = re.compile(r"^[ \t]*package[ \t]+([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)", re.MULTILINE)
+_IMPORT = re.compile(r"^[ \t]*import[ \t]+data\.([A-Za-z_][\w.]*)(?:[ \t]+as[ \t]+([A-Za-z_]\w*))?", re.MULTILINE)
 # a rule or function head at the start of a line: name(...), name[...], name :=, name =, name {,
 # name if, name contains, default name
-_RULE_HEAD = re.compile(r"^(?:default[ \t]+)?([A-Za-z_]\w*)[ \t]*(?:\(|\[|:=|=|\{|if\b|contains\b)", re.M)
+_RULE_HEAD = re.compile(r"^(?:default[ \t]+)?([A-Za-z_]\w*)[ \t]*(?:\(|\[|:=|=|\{|if\b|contains\b)", re.MULTILINE)
 
 
 def declared_package(source: str) -> str | None:
@@ -101,7 +102,7 @@ def declared_package(source: str) -> str | None:
 
 
 def _strip_comments(source: str) -> str:
-    return re.sub(r"#[^\n\"]*$", "", source, flags=re.M)
+    return re.sub(r"#[^\n\"]*$", "", source, flags=re.MULTILINE)
 
 
 def _defined_names(sources: list[str]) -> set[str]:
@@ -202,11 +203,27 @@ class TemplateLibrary:
                 if missing:
                     reason = (f"built-in {m.path} uses {', '.join(package + '.' + n for n in missing)}, which the "
                               f"user's package {package} ({', '.join(self.replaced[package])}) does not define")
-                    self.unavailable[m.package or str(m.path)] = reason
-                    self.errors.append(f"template package {m.package} is unavailable: {reason}")
-                    log.error("template package %s is unavailable: %s", m.package, reason)
+                    self._make_unavailable(m, reason)
                     break
+        # and so is a built-in importing an unavailable one (vuls.html imports lib.aquahtml)
+        progress = True
+        while progress:
+            progress = False
+            for m in kept:
+                if not m.builtin or (m.package or str(m.path)) in self.unavailable:
+                    continue
+                imported = {i.group(1) for i in _IMPORT.finditer(_strip_comments(m.source))}
+                lost = sorted(p for p in self.unavailable if p in imported or any(
+                    i.rsplit(".", 1)[0] == p for i in imported))
+                if lost:
+                    self._make_unavailable(m, f"built-in {m.path} imports {', '.join(lost)}, which is unavailable")
+                    progress = True
         return [m for m in kept if not (m.builtin and (m.package or str(m.path)) in self.unavailable)]
+
+    def _make_unavailable(self, module: _Module, reason: str) -> None:
+        self.unavailable[module.package or str(module.path)] = reason
+        self.errors.append(f"template package {module.package} is unavailable: {reason}")
+        log.error("template package %s is unavailable: %s", module.package, reason)
 
     def _forget_replaced(self, modules: list[_Module]) -> None:
         """An OPA server may still hold a replaced built-in module uploaded by an earlier run
@@ -270,6 +287,8 @@ class PackageTemplate:
         # Postee's spelling is postee.vuls.cyclondx; accept the correct spelling too.
         if not library.has_package(package) and package.endswith(".cyclonedx"):
             package = package.removesuffix(".cyclonedx") + ".cyclondx"
+        if package in library.unavailable:
+            raise TemplateError(f"rego package {package!r} is unavailable: {library.unavailable[package]}", name)
         if not library.has_package(package):
             raise TemplateError(f"rego package {package!r} is not defined by any template file", name)
         self.name = name
@@ -329,7 +348,9 @@ class PackageTemplate:
 
 
 class ModuleTemplate:
-    """``body`` or ``url``: one inline module compiled with the common helpers.
+    """``body`` or ``url``: one inline module compiled with the common helpers (package
+    ``postee``: the user's when a template directory replaces it, as Postee compiled inline
+    templates with its ``rego-templates/common``).
 
     Herald also lets an inline template aggregate: ``aggregation_pkg`` naming a library package.
     """
@@ -338,8 +359,12 @@ class ModuleTemplate:
                  engine_factory: EngineFactory = default_engine_factory) -> None:
         self.name = name
         self.engine = engine_factory()
-        for path in sorted(COMMON_DIR.glob("*.rego")):
-            self.engine.add_module(str(path), path.read_text())
+        helpers = [Path(f) for f in library.files.get(COMMON_PACKAGE, [])] if library is not None else []
+        for path in helpers or sorted(COMMON_DIR.glob("*.rego")):
+            try:
+                self.engine.add_module(str(path), path.read_text())
+            except (OSError, PolicyError) as exc:
+                raise TemplateError(f"cannot load the common helpers: {exc}", name) from None
         try:
             self.package = self.engine.add_module(origin, source).removeprefix("data.")
         except PolicyError as exc:
