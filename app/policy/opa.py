@@ -136,11 +136,12 @@ class OpaEngine:
         self._input: Any = None
 
     def check_access(self) -> None:
-        """One request that needs the token and the TLS settings (the policy list): raises a
-        ``ConfigError`` naming the setting at fault when OPA cannot be reached, its certificate is
-        not trusted, it refuses the client certificate or the token."""
+        """One small request that needs the token and the TLS settings (a query of an undefined
+        document, as evaluations are): raises a ``ConfigError`` naming the setting at fault when
+        OPA cannot be reached, its certificate is not trusted, it refuses the client certificate
+        or the token."""
         try:
-            self._client.get_policies_list()
+            self._client.query_rule({}, "herald_access_check")
         except requests.exceptions.SSLError as exc:
             raise self._tls_error(exc) from None
         except requests.HTTPError as exc:
@@ -171,8 +172,12 @@ class OpaEngine:
                 "the system's CAs (herald.opa-ca-file is not set)"
             return ConfigError(f"the certificate of OPA at {self.url} is not trusted by {trusted}: {reason}",
                                "herald.opa-ca-file")
-        # an alert from OPA about our certificate (required, unknown CA, bad), or ours unusable
-        if ("ALERT" in code and ("CERTIFICATE" in code or "UNKNOWN_CA" in code)) or "PEM lib" in text \
+        # an alert from OPA about our certificate (required, unknown CA, bad), or ours unusable; with
+        # TLS 1.3 the alert can lose the race with the request, which then meets a closed connection
+        eof = "EOF occurred" in text or "SSLEOFError" in text
+        if eof:
+            reason = "it closed the TLS connection during the handshake"
+        if eof or ("ALERT" in code and ("CERTIFICATE" in code or "UNKNOWN_CA" in code)) or "PEM lib" in text \
                 or "KEY" in code:
             given = f"{self.cert_file!r}" if self.cert_file else "none (herald.opa-cert-file is not set)"
             return ConfigError(f"OPA at {self.url} refused the client certificate {given}: {reason}",
