@@ -638,6 +638,8 @@ def ensure_worker_topics(worker: Worker, config: Config | None = None) -> None:
 
 
 def run_worker(config: Config, reload_source: Callable[[], Config] | None = None) -> int:
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until run() handles it: an early SIGHUP must not kill
+
     async def main() -> int:
         worker = Worker(config, reload_source=reload_source)
         ensure_worker_topics(worker)

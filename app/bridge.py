@@ -731,6 +731,7 @@ def run_bridge(config: Config, reload_source: Callable[[], Config] | None = None
     """Serve until SIGINT/SIGTERM; SIGHUP reloads from ``reload_source`` (default: the config file)."""
     from app.config import load_config
 
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until serve() handles it: an early SIGHUP must not kill
     loop = asyncio.new_event_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
