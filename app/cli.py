@@ -108,6 +108,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         problems.append(exposure)
     elif exposure_warning(config):
         config.warnings.append(str(exposure_warning(config)))
+    from app.admin import admin_exposure_problem
+
+    admin_exposure = admin_exposure_problem(config)  # the worker would not start either
+    if admin_exposure:
+        problems.append(admin_exposure)
     from app.router import guard_warnings
 
     config.warnings.extend(guard_warnings(config))

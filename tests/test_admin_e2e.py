@@ -132,3 +132,19 @@ def test_admin_port_in_use_stops_the_worker_with_a_clear_error(kafka: Any, tmp_p
         log = herald.log_text("worker")
         assert f"herald.admin-listen: cannot listen on 127.0.0.1:{port}" in log, log[-2000:]
         assert "Traceback" not in log
+
+
+def test_check_config_refuses_an_exposed_admin_listener(tmp_path: Path) -> None:
+    import os
+
+    cfg_path = tmp_path / "cfg.yaml"
+    base = {"routes": [], "templates": [], "actions": []}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HERALD_", "KAFKA_", "POSTEE_"))}
+    cfg_path.write_text(yaml.safe_dump({**base, "herald": {"admin-listen": "0.0.0.0:8083"}}))
+    res = run_cli(["check-config", str(cfg_path)], env)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "error: herald.admin-listen 0.0.0.0:8083 is not a loopback address" in res.stdout
+    cfg_path.write_text(yaml.safe_dump({**base, "herald": {"admin-listen": "0.0.0.0:8083",
+                                                           "auth": {"bearer-tokens": [TOKEN]}}}))
+    res = run_cli(["check-config", str(cfg_path)], env)
+    assert res.returncode == 0, res.stdout + res.stderr
