@@ -17,7 +17,7 @@ from pydantic import BeforeValidator, ValidationError, WithJsonSchema
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from app import redact
-from app.configmodel import PosteeModel, Secret, _to_str, read_secret_file
+from app.configmodel import PosteeModel, Secret, _to_str, read_secret_file, yaml_kind
 from app.errors import ConfigError
 
 
@@ -33,7 +33,7 @@ def _read_secret_file(value: Any) -> Secret | None:
         return None
     if not isinstance(value, str):
         # ValueError, not TypeError: pydantic only turns ValueError into a key-path error
-        raise ValueError(f"expected a file path, got {type(value).__name__}")  # noqa: TRY004
+        raise ValueError(f"expected a file path, got {yaml_kind(value)}")  # noqa: TRY004
     try:
         # key "" keeps the message free of a second key prefix; pydantic adds the key path.
         return read_secret_file(value, "")

@@ -17,7 +17,7 @@ from pydantic import Field, StrictBool, StrictInt, field_validator
 
 from actions import action_class
 from actions.base import ActionConfig
-from app.configmodel import PosteeModel, PStr, PStrList, validate_model
+from app.configmodel import PosteeModel, PStr, PStrList, type_problems, validate_model
 from app.errors import ConfigError
 from app.policy.templates import check_template_url
 from app.settings import HeraldSettings, env_overrides
@@ -142,6 +142,26 @@ def _list_section(data: dict[str, Any], key: str, problems: list[str]) -> list[A
     return value
 
 
+def _nested_action(value: Any) -> str | None:
+    """The name of an action found inside a key's value (a mapping with name and type, alone or
+    in a list): what a mis-indented action looks like."""
+    for v in value if isinstance(value, list) else [value]:
+        if isinstance(v, dict) and "type" in v and "name" in v:
+            return str(v["name"])
+    return None
+
+
+def _nesting_hint(item: dict[str, Any], where: str, problem: str) -> str:
+    """A problem about ``<where>.<key>`` whose value holds an action says so: Postee's own
+    cfg.yaml has the dependencytrack action indented under nexusIq's organization-id."""
+    for key, value in item.items():
+        nested = _nested_action(value)
+        if nested is not None and problem.startswith(f"{where}.{key}: "):
+            return (f"{problem} -- it holds the action {nested!r}, indented under {key!r}: "
+                    "move it out to be an item of actions")
+    return problem
+
+
 def parse_config(data: Any, path: str = "<config>", environ: dict[str, str] | None = None) -> Config:
     if data is None:
         data = {}
@@ -227,14 +247,26 @@ def parse_config(data: Any, path: str = "<config>", environ: dict[str, str] | No
             problems.append(f"{where}.name: required")
             continue
         if not enabled:
+            # checked for wrong types (Postee refused those too), not for what only matters to a
+            # running action: disabled actions often keep placeholders
             disabled.add(name)
+            try:
+                cls = action_class(str(item.get("type", "")), f"{where}.type")
+            except ConfigError as exc:
+                warnings.append(f"{exc} (the action is disabled)")
+                continue
+            wrong, unknown = type_problems(cls.config_model, item, where)
+            problems.extend(_nesting_hint(item, where, p) for p in wrong)
+            warnings.extend(unknown)
             continue
         try:
             cls = action_class(str(item.get("type", "")), f"{where}.type")
         except ConfigError as exc:
             problems.append(str(exc))
             continue
+        before = len(problems)
         action = collect(cls.config_model, item, where)
+        problems[before:] = [_nesting_hint(item, where, p) for p in problems[before:]]
         if action is not None:
             if name in actions:
                 warnings.append(f"{where}: duplicate action name {name!r}; the later one wins")

@@ -21,6 +21,25 @@ from app import redact
 from app.errors import ConfigError
 
 
+def yaml_kind(value: Any) -> str:
+    """What a YAML value is, in the words of an error message: ``a mapping``, ``a list``..."""
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if value is None:
+        return "null"
+    return type(value).__name__
+
+
 def _to_str(value: Any) -> Any:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -30,14 +49,14 @@ def _to_str(value: Any) -> Any:
         return ""
     if isinstance(value, str):
         return value
-    raise ValueError(f"expected a string, got {type(value).__name__}")
+    raise ValueError(f"expected a string, got {yaml_kind(value)}")
 
 
 def _to_str_list(value: Any) -> Any:
     if value is None:
         return []
     if not isinstance(value, list):
-        raise ValueError(f"expected a list, got {type(value).__name__}")
+        raise ValueError(f"expected a list, got {yaml_kind(value)}")  # noqa: TRY004 - pydantic wants ValueError
     return value
 
 
@@ -167,29 +186,57 @@ def _masked(value: Any) -> Any:
     return value
 
 
+def _describe(model: type[PosteeModel], data: dict[str, Any], path: str, err: Any) -> str:
+    """One validation error as ``<key path>: <message> (value: <value, secrets masked>)``."""
+    secret_fields = {(f.alias or n) for n, f in model.model_fields.items() if "Secret" in repr(f.annotation)}
+    loc = tuple(err["loc"])
+    value = _value_at(data, loc)
+    secret = loc and (loc[-1] in _SECRET_KEYS or loc[-1] in secret_fields
+                      or (isinstance(loc[-1], str) and ("password" in loc[-1] or "secret" in loc[-1])))
+    shown = "***" if secret else repr(_masked(value))
+    msg = err["msg"].removeprefix("Value error, ")
+    return f"{_loc_path(path, loc)}: {msg} (value: {shown})"
+
+
 def validate_model(model: type[M], data: Any, path: str) -> tuple[M, list[str]]:
     """Validate ``data`` into ``model``; returns the instance and warnings for unknown keys.
 
     Raises ``ConfigError`` listing every problem with its key path and value.
     """
     if not isinstance(data, dict):
-        raise ConfigError(f"expected a mapping, got {type(data).__name__}", path, data)
+        raise ConfigError(f"expected a mapping, got {yaml_kind(data)}", path, data)
     try:
         obj = model.model_validate(data)
     except ValidationError as exc:
-        problems = []
-        secret_fields = {
-            (f.alias or n) for n, f in model.model_fields.items() if "Secret" in repr(f.annotation)
-        }
-        for err in exc.errors():
-            loc = tuple(err["loc"])
-            key_path = _loc_path(path, loc)
-            value = _value_at(data, loc)
-            secret = loc and (loc[-1] in _SECRET_KEYS or loc[-1] in secret_fields
-                              or (isinstance(loc[-1], str) and ("password" in loc[-1] or "secret" in loc[-1])))
-            shown = "***" if secret else repr(_masked(value))
-            msg = err["msg"].removeprefix("Value error, ")
-            problems.append(f"{key_path}: {msg} (value: {shown})")
-        raise ConfigError("; ".join(problems)) from None
+        raise ConfigError("; ".join(_describe(model, data, path, err) for err in exc.errors())) from None
     warnings = [f"{path}.{k}: unknown key, ignored" for k in obj.unknown_keys()]
     return obj, warnings
+
+
+# what a value of the wrong YAML type gives: pydantic's own type errors, and the messages of
+# Herald's coercing validators (_to_str, _to_str_list, actions/_config.py's file paths)
+_TYPE_MESSAGES = re.compile(r"^(?:Value error, )?expected (?:a string|a list|a mapping|a file path|true or false),")
+
+
+def _is_type_error(err: Any) -> bool:
+    kind = str(err["type"])
+    if kind == "missing":
+        return False
+    return kind.endswith(("_type", "_parsing")) or bool(_TYPE_MESSAGES.match(str(err["msg"])))
+
+
+def type_problems(model: type[PosteeModel], data: Any, path: str) -> tuple[list[str], list[str]]:
+    """The wrong-type problems of ``data`` for ``model`` and warnings for its unknown keys, without
+    the checks that only matter to something that runs (required keys, URL and address formats,
+    cross-key rules): how a disabled action is checked. Postee decoded every action, enabled or
+    not, into typed fields, so a value of the wrong type (a mapping or a list where a string
+    belongs: an action indented into another's key) was an error there too."""
+    if not isinstance(data, dict):
+        return [f"{path}: expected a mapping, got {yaml_kind(data)}"], []
+    fields = {f.alias or n for n, f in model.model_fields.items()} | set(model.model_fields)
+    warnings = [f"{path}.{k}: unknown key, ignored" for k in sorted(data) if k not in fields]
+    try:
+        model.model_validate(data)
+    except ValidationError as exc:
+        return [_describe(model, data, path, err) for err in exc.errors() if _is_type_error(err)], warnings
+    return [], warnings

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from app.config import config_path, load_config, parse_config, parse_plugin_timeout
 from app.errors import ConfigError
@@ -132,9 +137,8 @@ def test_plugin_timeout_grammar(text: str, seconds: int) -> None:
 
 
 def test_secrets_expand_from_environment_and_never_print(monkeypatch: pytest.MonkeyPatch) -> None:
-    from app.configmodel import Secret, validate_model
     from actions.base import ActionConfig
-    from app.configmodel import SecretStr
+    from app.configmodel import Secret, SecretStr, validate_model
 
     class WithSecret(ActionConfig):
         password: SecretStr = Secret("")
@@ -143,3 +147,85 @@ def test_secrets_expand_from_environment_and_never_print(monkeypatch: pytest.Mon
     obj, _ = validate_model(WithSecret, {"name": "a", "type": "t", "password": "$SMTP_PW"}, "actions[0]")
     assert obj.password.reveal() == "hunter2-secret"
     assert "hunter2" not in repr(obj) and "hunter2" not in str(obj)
+
+
+# -- disabled actions are type-checked (issue 14) ---------------------------------------------
+
+POSTEE_ROOT_CFG = Path(__file__).parent / "fixtures" / "postee-cfg.yaml"  # Postee's cfg.yaml, last commit
+NESTED = ("actions[9].organization-id: expected a string, got a list (value: [{'name': 'my-dependencytrack', "
+          "'type': 'dependencytrack', 'enable': False, 'url': 'http://localhost:8080/', "
+          "'dependency-track-api-key': '***'}]) -- it holds the action 'my-dependencytrack', indented under "
+          "'organization-id': move it out to be an item of actions")
+
+
+def test_postees_own_misindented_cfg_is_refused_naming_the_key_path() -> None:
+    # the dependencytrack action sits inside the disabled nexusIq action's organization-id
+    with pytest.raises(ConfigError) as err:
+        load_config(str(POSTEE_ROOT_CFG), environ={})
+    assert str(err.value) == f"{POSTEE_ROOT_CFG}: 1 problem(s):\n  {NESTED}"
+
+
+def test_postees_cfg_indented_right_loads_with_the_placeholders_of_its_disabled_actions() -> None:
+    data = yaml.safe_load(POSTEE_ROOT_CFG.read_text())
+    nexus = data["actions"][9]
+    data["actions"].insert(10, nexus["organization-id"][0])  # where Postee meant it to be
+    nexus["organization-id"] = None
+    cfg = parse_config(data, environ={})
+    assert [a["type"] for a in data["actions"]][9:11] == ["nexusIq", "dependencytrack"]
+    # disabled actions keep placeholders (empty required keys, '<API Key>'): not errors
+    assert set(cfg.actions) == {"stdout"}
+    assert not any("actions[" in w for w in cfg.warnings)
+
+
+def run_herald(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "app.cli", *args], cwd=Path(__file__).parent.parent, check=False,
+                          capture_output=True, text=True, timeout=60,
+                          env={k: v for k, v in os.environ.items() if k not in ("POSTEE_CFG", "AQUAALERT_CFG")})
+
+
+@pytest.mark.parametrize("command", [["check-config", str(POSTEE_ROOT_CFG)], ["worker", "-c", str(POSTEE_ROOT_CFG)],
+                                     ["run", "-c", str(POSTEE_ROOT_CFG)]], ids=["check-config", "worker", "run"])
+def test_check_config_and_start_exit_non_zero(command: list[str]) -> None:
+    res = run_herald(*command)  # the config is refused before any Kafka connection is tried
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert NESTED in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize(
+    ("action", "message"),
+    [
+        ({"type": "email", "port": [587]}, "actions[0].port: Input should be a valid integer (value: [587])"),
+        ({"type": "email", "port": "five"}, "actions[0].port: Input should be a valid integer (value: 'five')"),
+        ({"type": "email", "recipients": "a@b.c"}, "actions[0].recipients: expected a list, got a string"),
+        ({"type": "email", "recipients": [{"a": 1}]}, "actions[0].recipients[0]: expected a string, got a mapping"),
+        ({"type": "webhook", "url": {"https": "x"}}, "actions[0].url: expected a string, got a mapping"),
+        ({"type": "slack", "url": ["https://hooks"]}, "actions[0].url: expected a string, got a list"),
+        ({"type": "jira", "password": {"p": "hunter22"}},
+         "actions[0].password: expected a string, got a mapping (value: ***)"),
+        ({"type": "exec", "env": "A=1"}, "actions[0].env: expected a list, got a string"),
+        ({"type": "http", "headers": ["X-A: b"]}, "actions[0].headers"),
+        ({"type": "nexusIq", "password-file": ["/x"]}, "actions[0].password-file: expected a file path, got a list"),
+    ],
+)
+def test_a_disabled_action_of_the_wrong_type_is_an_error(action: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config({"actions": [{"name": "off", "enable": False, **action}]}, environ={})
+    assert message in str(err.value)
+    assert "hunter22" not in str(err.value)
+
+
+def test_a_disabled_action_is_not_held_to_what_only_a_running_action_needs() -> None:
+    cfg = parse_config({"actions": [
+        {"name": "mail", "type": "email", "enable": False, "recipients": [""], "port": None},  # placeholders
+        {"name": "hook", "type": "webhook", "enable": False, "url": "<your url>"},
+        {"name": "jira", "type": "jira", "enable": False, "url": "", "project-key": ""},
+        {"name": "pigeon", "type": "carrier-pigeon", "enable": False},
+        {"name": "chat", "type": "slack", "enable": False, "url": "https://h", "colour": "red"},
+    ]}, environ={})
+    assert cfg.actions == {}
+    assert "actions[3].type: unknown action type 'carrier-pigeon'" in "\n".join(cfg.warnings)
+    assert "actions[4].colour: unknown key, ignored" in cfg.warnings
+    # the same placeholders in an enabled action are errors
+    with pytest.raises(ConfigError, match=r"actions\[0\].url"):
+        parse_config({"actions": [{"name": "hook", "type": "webhook", "enable": True, "url": "<your url>"}]}, environ={})
