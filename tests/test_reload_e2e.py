@@ -186,8 +186,12 @@ def test_reload_endpoint_refuses_broken_configs_and_keeps_routing(kafka: Any, tm
                 herald.cfg_path.write_text(good)
                 return body
 
-            # Rego that does not compile
+            # Rego that does not compile: a route filter, a template file
             reload_refused(lambda c: c["routes"][0].update(input="input.n <"), "route 'r'")
+            broken = tmp_path / "broken-templates"
+            broken.mkdir()
+            (broken / "broken.rego").write_text("package herald.broken\n\nresult := {\n")
+            reload_refused(lambda c: c["herald"].update({"template-dirs": [str(broken)]}), "broken.rego")
             # a wrong type: the field path and the value
             reload_refused(lambda c: c["routes"][0].update(plugins={"aggregate-message-number": "ten"}),
                            "routes[0].plugins.aggregate-message-number", "ten")
