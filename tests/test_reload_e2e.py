@@ -388,3 +388,38 @@ def test_messages_of_a_removed_action_left_by_a_restart_are_named_and_delivered_
             assert status == 200, body
             got = sink.wait_for("/a", 4)
             assert orjson.loads(got[-1].body)["n"] == 3
+
+
+def test_a_changed_action_delivers_from_the_next_message_with_its_new_settings(kafka: Any, tmp_path: Path) -> None:
+    """Action a's URL and concurrency change by POST /reload while one of its deliveries is held
+    at the old URL: that delivery completes there (once), every later message goes to the new URL,
+    and the count is exact."""
+    cfg = {
+        "routes": [{"name": "r", "actions": ["a"], "template": "raw-json"}],
+        "templates": [{"name": "raw-json", "rego-package": "postee.rawmessage.json"}],
+        "actions": [{"name": "a", "type": "webhook", "enable": True, "url": "http://127.0.0.1:1/unused",
+                     "concurrency": 4}],
+    }
+    with Sink() as sink:
+        cfg["actions"][0]["url"] = sink.url + "/old"
+        with Herald(kafka, cfg, tmp_path) as herald:
+            admin = herald.admin_url()
+            sink.hold_next("/old")
+            acked = []
+            for n in range(20):
+                status, body = herald.post({"n": n})
+                assert status == 200, body
+                acked.append(n)
+            wait_until(lambda: sink.count("/old") >= 20, 60, "the first 20 events at the old URL")
+            rewrite(herald, lambda c: c["actions"][0].update(url=sink.url + "/new", concurrency=1))
+            status, raw, _ = request(admin + "/reload", "POST")
+            assert status == 200 and as_json(raw)["changes"]["actions_changed"] == ["a"], raw
+            sink.release("/old")
+            for n in range(20, 40):
+                status, body = herald.post({"n": n})
+                assert status == 200, body
+                acked.append(n)
+            got_old = wait_all_delivered(sink, "/old", range(20), 60)
+            got_new = wait_all_delivered(sink, "/new", range(20, 40), 60)
+            assert_counts(got_old + got_new, acked, 0, "a changed action loses and repeats nothing")
+            assert sorted(got_old) == list(range(20)) and sorted(got_new) == list(range(20, 40))
