@@ -548,7 +548,7 @@ class Bridge:
             body["spool"] = self.spool.depth()
         if kafka:
             return web.json_response(body)
-        if self.spool is not None and self.spool.disk_bytes < self.spool.max_bytes:
+        if self.spool is not None and not self.spool.full:
             body["status"] = "ready (spooling: Kafka is not reachable)"
             return web.json_response(body)
         body["status"] = "unavailable"

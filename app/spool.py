@@ -42,7 +42,7 @@ _HEAD = struct.Struct(">4sII")  # magic, payload length, crc32 of the payload
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
 SEGMENT_BYTES = 16 * 1024 * 1024
-MAX_RECORD_BYTES = 1 << 31
+FULL_BELOW = 1024  # free bytes under which the spool counts as full (for /readyz)
 _SUFFIX = ".seg"
 
 
@@ -151,6 +151,7 @@ class Spool:
         self.records = 0  # waiting (not acknowledged)
         self.bytes = 0  # waiting
         self.dropped_torn = 0  # bytes cut from torn tails when opened
+        self._refused = False  # an append did not fit since the last acknowledgement
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             self._lock_fd = os.open(self.dir / "lock", os.O_RDWR | os.O_CREAT, 0o600)
@@ -239,6 +240,11 @@ class Spool:
     def disk_bytes(self) -> int:
         return sum(s.size for s in self._segments)
 
+    @property
+    def full(self) -> bool:
+        """An append was refused since space was last freed, or not even a small event fits."""
+        return self._refused or self.max_bytes - self.disk_bytes < FULL_BELOW
+
     def depth(self) -> dict[str, int]:
         with self._lock:
             return {"records": self.records, "bytes": self.bytes, "max-bytes": self.max_bytes}
@@ -261,6 +267,7 @@ class Spool:
                 for raw in encoded:
                     if used + len(raw) > self.max_bytes:
                         taken.append(False)
+                        self._refused = True
                         continue
                     seg = self._segments[-1] if self._segments and self._fd is not None else None
                     if seg is None or (seg.size and seg.size + len(raw) > self.segment_bytes):
@@ -379,6 +386,7 @@ class Spool:
             self.records -= acked
             self.bytes -= acked_bytes
             self.head = upto
+            self._refused = False
             if self.records <= 0:
                 self.records = self.bytes = 0
                 self._clear()

@@ -170,3 +170,15 @@ def test_ack_positions_are_ordered(tmp_path: Path) -> None:
     spool.ack(got[0][0])  # an older position changes nothing
     assert numbers(spool) == [2]
     spool.close()
+
+
+def test_full_until_an_acknowledgement_frees_space(tmp_path: Path) -> None:
+    one = len(rec(0, 2000).encode())
+    spool = Spool(tmp_path, max_bytes=one * 3 + 1500, segment_bytes=one)
+    assert not spool.full
+    assert spool.append([rec(i, 2000) for i in range(4)]) == [True, True, True, False]
+    assert spool.full  # refused once: full, although a tiny event would still fit
+    got = spool.peek(1)
+    spool.ack(got[0][0])
+    assert not spool.full
+    spool.close()
