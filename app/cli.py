@@ -94,6 +94,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     from app.router import Router
 
     problems = []
+    logging.getLogger("herald.templates").setLevel(logging.WARNING)  # replacements: printed below
     try:
         router = Router(config)
         problems = router.errors
