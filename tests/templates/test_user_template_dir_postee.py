@@ -267,3 +267,33 @@ def test_a_user_package_replacing_a_herald_helper_it_lacks_names_makes_its_impor
     library = TemplateLibrary([BUILTIN_TEMPLATE_DIR, tmp_path])
     assert library.unavailable == {} and library.errors == []
     assert library.evaluate("herald.lib.text.extra", "{}") == 1
+
+
+def test_on_a_long_running_opa_the_replaced_builtin_modules_of_an_earlier_run_are_removed() -> None:
+    """A Herald restarted with the folder, against an OPA that still holds the built-in modules
+    an earlier run without it uploaded: those would conflict with the user's packages
+    (``rule conflicts``), so the library deletes the built-in modules it replaces."""
+    try:
+        server = OpaServer(opa_binary(build=True), v0=True).start(timeout=60)
+    except PolicyError as exc:
+        pytest.fail(f"cannot build or start Herald's OPA: {exc}", pytrace=False)
+    engines: list[OpaEngine] = []
+
+    def factory() -> OpaEngine:
+        engines.append(OpaEngine(server.url))
+        return engines[-1]
+
+    try:
+        earlier = TemplateLibrary([BUILTIN_TEMPLATE_DIR], factory)
+        assert earlier.errors == []
+        held = set(engines[0].server_policy_ids())
+        now = TemplateLibrary([BUILTIN_TEMPLATE_DIR, POSTEE_DIR], factory)
+        assert now.errors == []
+        remaining = set(engines[1].server_policy_ids())
+        replaced_ids = {i for i in held if i.split("/")[1] in now.replaced}  # herald/<package>/<path>
+        assert replaced_ids and not replaced_ids & remaining
+        check_pinned("postee.vuls.slack__aqua-input", render_api(now, "postee.vuls.slack", ("postee/aqua-input.json",)))
+    finally:
+        for engine in engines:
+            engine.close()
+        server.stop()
