@@ -317,6 +317,9 @@ class Router:
             result.verdicts = self.filters.evaluate(text, only=only)
         render_input: str | None = None
         owners = owners_of(event)
+        # Actions see the event as templates do, with postee.AquaServer (the Slack/Teams "too long"
+        # message links to it); without aqua-server there is nothing to add and no copy is made.
+        message_event = {**event, "postee": self.postee} if self.aqua_server else event
         for route_name, verdict in result.verdicts.items():
             route = self.config.routes[route_name]
             actions = self.config.route_actions(route)
@@ -366,7 +369,7 @@ class Router:
                         route=route_name,
                         action=action,
                         content=content,
-                        event=event,
+                        event=message_event,
                         received_at=meta.received_at,
                     )
                 )

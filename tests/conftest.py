@@ -55,7 +55,7 @@ def fixtures() -> Path:
 
 # Real-component fixtures: a test that uses one (directly, or through an engine parameter) is an
 # end-to-end test. `make test-fast` runs the rest (`-m "not e2e"`), the unit layer.
-E2E_FIXTURES = {"kafka", "secure_kafka", "opa_server", "opa_engines", "docker_host"}
+E2E_FIXTURES = {"kafka", "secure_kafka", "opa_server", "opa_engines", "token_opa", "mtls_opa", "docker_host"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

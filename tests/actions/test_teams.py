@@ -190,3 +190,26 @@ async def test_rejected_workflow_is_permanent_and_hides_the_signature(teams: tup
 def test_bad_format_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match=r"actions\[0\]\.teams-format: must be one of auto, connector, workflow"):
         teams_action("https://x.webhook.office.com/webhookb2/a", **{"teams-format": "card"})
+
+
+@pytest.mark.asyncio
+async def test_the_router_gives_actions_the_aqua_server_for_the_short_message(teams: tuple[FakeTeams, str]) -> None:
+    # Postee's Teams output links its "too long" message to <aqua-server>/#/images/; the router
+    # puts that value into the event of every action message, as it does for templates.
+    from app.config import parse_config
+    from app.router import EventMeta, Router
+
+    fake, base = teams
+    data = {
+        "routes": [{"name": "r", "actions": ["t"], "template": "long"}],
+        "templates": [{"name": "long", "rego-package": "postee.rawmessage.json"}],
+        "actions": [{"name": "t", "type": "teams", "enable": True, "url": base + CONNECTOR_PATH}],
+    }
+    result = Router(parse_config({"aqua-server": "https://aqua.example", **data})).route(json.dumps({"image": "ubuntu", "pad": "x" * 19000}).encode(), EventMeta("e1"))
+    [message] = result.messages
+    assert message.event["postee"] == {"AquaServer": "https://aqua.example/#/images/"}
+    await teams_action(base + CONNECTOR_PATH).deliver(message)
+    assert "too long" in fake.connector[0]["text"] and "Please configure" not in fake.connector[0]["text"]
+    # without aqua-server the event is passed on as it came
+    [plain] = Router(parse_config(data)).route(b'{"image": "u"}', EventMeta("e2")).messages
+    assert plain.event == {"image": "u"}
