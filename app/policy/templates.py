@@ -87,7 +87,9 @@ def aggregation_items(items: list[Content]) -> list[dict[str, Any]]:
     return out
 
 
-_PACKAGE_DECL = re.compile(r"^[ \t]*package[ \t]+([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)", re.MULTILINE)
+# a plain dotted name alone on its line (comments are stripped first); ``package a["b-c"]`` is not
+_PACKAGE_DECL = re.compile(r"^[ \t]*package[ \t]+([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)[ \t\r]*$",
+                           re.MULTILINE)
 _IMPORT = re.compile(r"^[ \t]*import[ \t]+data\.([A-Za-z_][\w.]*)(?:[ \t]+as[ \t]+([A-Za-z_]\w*))?", re.MULTILINE)
 # a rule or function head at the start of a line: name(...), name[...], name :=, name =, name {,
 # name if, name contains, default name

@@ -297,3 +297,21 @@ def test_on_a_long_running_opa_the_replaced_builtin_modules_of_an_earlier_run_ar
         for engine in engines:
             engine.close()
         server.stop()
+
+
+@pytest.mark.parametrize(("source", "package"), [
+    ("package postee.vuls.slack\n\ntitle := 1\n", "postee.vuls.slack"),
+    ("# METADATA\n# title: x\npackage postee  # the helpers\r\n", "postee"),
+    ('package postee["x-y"]\n', None),  # not a plain name: loaded, never replacing anything
+    ("title := 1\n", None),
+])
+def test_the_package_a_file_declares_is_read_without_compiling_it(source: str, package: str | None) -> None:
+    assert declared_package(source) == package
+
+
+def test_only_the_same_package_replaces_a_builtin(tmp_path: Path) -> None:
+    (tmp_path / "extra.rego").write_text('package postee.vuls.slack.extra\n\ntitle := "x"\n\nresult := "y"\n')
+    library = TemplateLibrary([BUILTIN_TEMPLATE_DIR, tmp_path])
+    assert library.replaced == {} and library.errors == []
+    assert library.files["postee.vuls.slack"][0].startswith(str(BUILTIN_TEMPLATE_DIR))
+    assert library.evaluate("postee.vuls.slack.extra.result", "{}") == "y"
