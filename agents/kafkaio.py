@@ -43,6 +43,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from agents.offsets import TP, OffsetTracker
 from app import metrics
+from app.errors import ConfigError
 from app.kafka_client import consumer_config, producer_config
 
 log = logging.getLogger("herald.kafka")
@@ -114,7 +115,11 @@ class KafkaIO:
         on_revoked: Callable[[list[TP]], None] | None = None,
         batch_size: int = 64,
         revoke_timeout: float = 20.0,
+        max_message_bytes: int | None = None,
     ) -> None:
+        """``max_message_bytes``: the largest record the worker produces (``app.topics.SizeLimits``
+        ``.pipeline``); a larger ``message.max.bytes`` in ``herald.kafka.properties`` is kept, a
+        smaller one raises ``ConfigError``."""
         self.topics = topics
         self.dispatch = dispatch
         self.on_assigned = on_assigned or (lambda tps: None)
@@ -139,7 +144,16 @@ class KafkaIO:
         self._last_outage_log = 0.0
         common = {**conf, "error_cb": self._on_error, "logger": logging.getLogger("herald.kafka.client")}
         # acks=all, idempotent, murmur2 (the partitions of the bridge, replay and Java clients)
-        self.producer = Producer(producer_config(common, **{"linger.ms": 2, "compression.type": "lz4"}))
+        sizes: dict[str, Any] = {}
+        if max_message_bytes is not None:
+            own = conf.get("message.max.bytes")
+            if own is not None and int(own) < max_message_bytes:
+                raise ConfigError(f"{own} is below the {max_message_bytes} bytes the worker must produce for "
+                                  "herald.body-limit "
+                                  "(4x the body limit + 64 KiB: action messages carry the event and its rendered content)",
+                                  "herald.kafka.properties.message.max.bytes", own)
+            sizes["message.max.bytes"] = max(int(own or 0), max_message_bytes)
+        self.producer = Producer(producer_config(common, **{"linger.ms": 2, "compression.type": "lz4", **sizes}))
         consumer_conf = consumer_config(common, group, **{
             "enable.auto.commit": True,
             "auto.commit.interval.ms": 1000,

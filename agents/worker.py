@@ -43,7 +43,7 @@ from app.kafka_client import client_config, consumer_config
 from app.messages import ActionMessage, DeadLetter
 from app.router import EventMeta, Router
 from app.runner import Outcome, RetryPolicy, deliver
-from app.topics import Topics
+from app.topics import SizeLimits, Topics
 
 log = logging.getLogger("herald.worker")
 
@@ -80,6 +80,7 @@ class Worker:
             conf, config.herald.consumer_group, self.input_topics(), self._dispatch,
             on_assigned=self._on_assigned, on_revoked=self._on_revoked,
             instance_id=config.herald.group_instance_id,
+            max_message_bytes=SizeLimits(config.herald.body_limit).pipeline,
         )
         self._router_queue: deque[Ticket] = deque()
         self._router_wake = asyncio.Event()
@@ -632,8 +633,9 @@ def ensure_worker_topics(worker: Worker, config: Config | None = None) -> None:
     retention = {"retention.ms": str(int(RETENTION_S * 1000))}
     configs = {worker.topics.delivered(n): retention for n in config.actions}
     configs[worker.topics.route_state_changelog] = {"cleanup.policy": "compact"}
-    ensure_topics(worker.kafka_conf, worker.topics.all_for(list(config.actions)), s.partitions,
-                  s.replication_factor, configs=configs)
+    names = worker.topics.all_for(list(config.actions))
+    ensure_topics(worker.kafka_conf, names, s.partitions, s.replication_factor, configs=configs,
+                  max_message_bytes=SizeLimits(s.body_limit).per_topic(worker.topics, names), body_limit=s.body_limit)
     wait_topics(worker.kafka_conf, [worker.topics.action(n) for n in config.actions])
 
 

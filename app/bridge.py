@@ -49,7 +49,7 @@ from app.router import (H_AUTHENTICATED, H_EVENT_ID, H_RECEIVED_AT, H_ROUTE, H_S
                         new_event_id)
 from app.settings import AuthSettings
 from app.spool import Position, Spool, SpoolError, SpoolRecord
-from app.topics import Topics
+from app.topics import SizeLimits, Topics
 
 log = logging.getLogger("herald.bridge")
 
@@ -268,12 +268,21 @@ class Authenticator:
 class KafkaWriter:
     """An idempotent ``acks=all`` producer whose delivery reports resolve asyncio futures."""
 
-    def __init__(self, kafka: dict[str, Any] | str, topic: str, partitions: int = 6, replication: int = 1) -> None:
-        """``kafka``: the client config (``app.kafka_client.client_config(settings)``)."""
+    def __init__(self, kafka: dict[str, Any] | str, topic: str, partitions: int = 6, replication: int = 1,
+                 body_limit: int = 10 * 1024 * 1024) -> None:
+        """``kafka``: the client config (``app.kafka_client.client_config(settings)``); ``body_limit``:
+        ``herald.body-limit``: the producer and the events topic take ``SizeLimits(body_limit).event``."""
         self.topic = topic
         self._topic_spec = (partitions, replication)
         self.kafka = kafka
         self.bootstrap = bootstrap_of(kafka)
+        self.body_limit = body_limit
+        self.record_limit = SizeLimits(body_limit).event
+        own = kafka.get("message.max.bytes") if isinstance(kafka, dict) else None
+        if own is not None and int(own) < self.record_limit:
+            raise ConfigError(f"{own} is below the {self.record_limit} bytes an event of herald.body-limit "
+                              f"{body_limit} needs on the events topic (body + 64 KiB of headers)",
+                              "herald.kafka.properties.message.max.bytes", own)
         self.producer = Producer(
             producer_config(  # acks=all, idempotent, murmur2: the same partitions as the worker and Java clients
                 kafka,
@@ -285,12 +294,13 @@ class KafkaWriter:
                     "reconnect.backoff.ms": 200,
                     "reconnect.backoff.max.ms": 2000,
                     "logger": _rdkafka_log,
-                    "message.max.bytes": 16 * 1024 * 1024,
+                    "message.max.bytes": max(int(own or 0), self.record_limit),
                 },
             )
         )
         self.ready = False
         self.purge_on_outage = False  # set when a spool takes what Kafka cannot
+        self.problem = ""
         self._stop = threading.Event()
         self._poller = threading.Thread(target=self._poll, name="kafka-poll", daemon=True)
         self._checker = threading.Thread(target=self._check, name="kafka-ready", daemon=True)
@@ -314,12 +324,22 @@ class KafkaWriter:
                 topic = md.topics.get(self.topic)
                 self.ready = topic is not None and topic.error is None and bool(md.brokers)
                 if not self.ready and md.brokers:
-                    ensure_topics(self.kafka, [self.topic], *self._topic_spec)
+                    self.ensure_topic()
             except (KafkaException, KafkaUnavailableError):
                 self.ready = False
+            except ConfigError as exc:  # the events topic was changed under us: say so, take no event
+                if self.problem != str(exc):
+                    log.error("%s", exc)
+                self.problem, self.ready = str(exc), False
             if was and not self.ready and self.purge_on_outage:
                 self.producer.purge(in_queue=True, in_flight=False, blocking=False)
             self._stop.wait(1.0)
+
+    def ensure_topic(self) -> None:
+        """Create the events topic if it is missing (``max.message.bytes`` for the body limit);
+        ``ConfigError`` when it exists with a smaller ``max.message.bytes``."""
+        ensure_topics(self.kafka, [self.topic], *self._topic_spec, max_message_bytes={self.topic: self.record_limit},
+                      body_limit=self.body_limit)
 
     def produce(self, loop: asyncio.AbstractEventLoop, record: SpoolRecord) -> asyncio.Future[tuple[int, int]]:
         """Hand ``record`` to the producer; the future resolves with (partition, offset) from its
@@ -367,7 +387,8 @@ class Bridge:
         self.topics = Topics(config.herald.topic_prefix)
         settings = config.herald
         self.writer = writer or KafkaWriter(
-            client_config(settings), self.topics.events, settings.partitions, settings.replication_factor
+            client_config(settings), self.topics.events, settings.partitions, settings.replication_factor,
+            settings.body_limit,
         )
         self.body_limit = config.herald.body_limit
         self.read_timeout = settings.read_timeout
@@ -707,6 +728,10 @@ async def serve(config: Config, stop: asyncio.Event | None = None,
     if config.herald.auth.client_ca and not config.herald.https_listen:
         log.warning("herald.auth.client-ca is set but herald.https-listen is not: mTLS is off")
     bridge = Bridge(config)
+    try:  # one size limit end to end: an events topic that cannot take a body-limit event stops us here
+        await asyncio.get_running_loop().run_in_executor(None, bridge.writer.ensure_topic)
+    except KafkaUnavailableError as exc:
+        log.warning("events topic not checked yet (Kafka: %s); checked once Kafka is reachable", exc)
     if reload_source is not None:
         from app.admin import reload_bridge
 

@@ -8,9 +8,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
-from app.errors import KafkaUnavailableError
+from app.errors import ConfigError, KafkaUnavailableError
 from app.kafka_client import bootstrap_of, make_admin
 
 log = logging.getLogger("herald.kafka")
@@ -23,20 +23,28 @@ def admin(conf: Mapping[str, Any] | str) -> AdminClient:
 
 def ensure_topics(
     conf: Mapping[str, Any] | str, names: list[str], partitions: int, replication: int, timeout: float = 30.0,
-    configs: dict[str, dict[str, str]] | None = None,
+    configs: dict[str, dict[str, str]] | None = None, max_message_bytes: Mapping[str, int] | None = None,
+    body_limit: int | None = None,
 ) -> list[str]:
     """Create the topics that do not exist yet; returns the names created.
 
     ``conf`` is a client config (``app.kafka_client.client_config(settings)``); a bare bootstrap
-    string still works (PLAINTEXT) until every caller passes a config."""
+    string still works (PLAINTEXT) until every caller passes a config. ``max_message_bytes``: the
+    record size each topic must accept (``app.topics.SizeLimits``): topics created get it as their
+    ``max.message.bytes``, topics that exist with less raise ``ConfigError`` naming both values and
+    ``herald.body-limit`` (``body_limit``)."""
     client = admin(conf)
     try:
         existing = set(client.list_topics(timeout=timeout).topics)
     except KafkaException as exc:
         raise KafkaUnavailableError(f"cannot reach Kafka at {bootstrap_of(conf)}: {exc}") from None
     missing = [n for n in dict.fromkeys(names) if n not in existing]
+    limits = dict(max_message_bytes or {})
+    check_message_limits(client, {n: v for n, v in limits.items() if n in existing}, body_limit, timeout)
     if not missing:
         return []
+    configs = {n: {**({"max.message.bytes": str(limits[n])} if n in limits else {}), **(configs or {}).get(n, {})}
+               for n in missing}
     futures = client.create_topics(
         [
             NewTopic(n, num_partitions=partitions, replication_factor=replication, config=(configs or {}).get(n, {}))
@@ -57,6 +65,25 @@ def ensure_topics(
     if created:
         log.info("created topics: %s", ", ".join(created))
     return created
+
+
+def check_message_limits(client: AdminClient, limits: Mapping[str, int], body_limit: int | None,
+                         timeout: float = 30.0) -> None:
+    """Raise ``ConfigError`` when an existing topic's ``max.message.bytes`` is below its limit."""
+    if not limits:
+        return
+    try:
+        futures = client.describe_configs([ConfigResource(ResourceType.TOPIC, n) for n in limits])
+        current = {res.name: int(fut.result(timeout)["max.message.bytes"].value) for res, fut in futures.items()}
+    except (KafkaException, KeyError, ValueError) as exc:
+        raise KafkaUnavailableError(f"cannot read the configuration of topics {', '.join(limits)}: {exc}") from None
+    short = [(n, current[n], need) for n, need in limits.items() if n in current and current[n] < need]
+    if short:
+        body = f"herald.body-limit {body_limit} bytes" if body_limit is not None else "the body limit"
+        raise ConfigError("; ".join(
+            f"topic {n} has max.message.bytes {cur}, below the {need} bytes that {body} needs "
+            f"(set it: kafka-configs.sh --alter --entity-type topics --entity-name {n} "
+            f"--add-config max.message.bytes={need}, or lower herald.body-limit)" for n, cur, need in short))
 
 
 def wait_topics(conf: Mapping[str, Any] | str, names: list[str], timeout: float = 30.0) -> None:

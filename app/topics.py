@@ -67,3 +67,42 @@ class Topics:
         for a in action_names:
             names += [self.action(a), self.dlq(a), self.delivered(a)]
         return names
+
+
+# -- one size limit end to end ----------------------------------------------------------------------
+#
+#   herald.body-limit  <=  producer message.max.bytes  <=  topic max.message.bytes
+#
+# The events topic carries the raw body plus the bridge's headers (event id, times, source, route,
+# user agent): ``body + RECORD_MARGIN``. Every other topic carries records derived from an event:
+# an action message holds the event and the rendered content (a raw-json or raw-html template
+# renders the whole event again: 2.2x a 500 KB Aqua scan), a dead letter holds the event as a JSON
+# string (escaping: at most 2x), a route-state record the event and its metadata. Those topics and
+# the worker's producer take ``EXPANSION * body + RECORD_MARGIN``; a template that renders more than
+# that for an event gives a dead letter naming the size, never a lost event.
+RECORD_MARGIN = 64 * 1024
+EXPANSION = 4
+
+
+@dataclass(frozen=True)
+class SizeLimits:
+    """The record sizes a bridge body limit implies for each topic and producer."""
+
+    body: int
+
+    @property
+    def event(self) -> int:
+        """Largest record on the events topic (the bridge's producer limit)."""
+        return self.body + RECORD_MARGIN
+
+    @property
+    def pipeline(self) -> int:
+        """Largest record on every other topic (the worker's producer limit)."""
+        return EXPANSION * self.body + RECORD_MARGIN
+
+    def of(self, topics: Topics, name: str) -> int:
+        return self.event if name == topics.events else self.pipeline
+
+    def per_topic(self, topics: Topics, names: list[str]) -> dict[str, int]:
+        """``max.message.bytes`` each topic of ``names`` needs."""
+        return {n: self.of(topics, n) for n in names}
