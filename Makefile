@@ -9,7 +9,7 @@ export PIP_CACHE_DIR := $(CURDIR)/.cache/pip
 export HERALD_KAFKA_DIR ?= $(CURDIR)/.herald/kafka
 CONFIG ?= examples/cfg.yaml
 
-.PHONY: run test test-fast bench venv kafka kafka-stop opa podman lint clean
+.PHONY: run test test-fast bench venv kafka kafka-stop opa prometheus podman lint clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,9 @@ kafka-stop: venv
 opa:
 	scripts/build-opa.sh
 
+prometheus:  # a real Prometheus for tests/test_prometheus_e2e.py (built from the Go module proxy)
+	scripts/build-prometheus.sh
+
 podman:
 	scripts/podman-service.sh start
 
@@ -36,7 +39,7 @@ run: venv kafka
 	@echo "Stop: Ctrl-C, then 'make kafka-stop' to stop the local broker."
 	KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 $(HERALD) run --config $(CONFIG)
 
-test: venv opa
+test: venv opa prometheus
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 test-fast: venv

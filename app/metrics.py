@@ -119,7 +119,8 @@ _lag_children: set[tuple[str, str]] = set()
 
 def consumer_stats(stats_json: str, assigned: Iterable[tuple[str, int]]) -> None:
     """``stats_cb`` of the worker's consumer: the lag of each assigned partition (librdkafka's
-    ``consumer_lag``: high watermark minus committed offset; -1, unknown, leaves the last value)."""
+    ``consumer_lag``: end offset minus committed offset; for a partition the group never committed,
+    end minus low watermark; while the end is not known yet, the last value stays)."""
     try:
         _consumer_stats(orjson.loads(stats_json), set(assigned))
     except Exception:  # noqa: BLE001 - an exception in stats_cb would surface in the consumer's poll
@@ -135,6 +136,10 @@ def _consumer_stats(stats: dict[str, Any], mine: set[tuple[str, int]]) -> None:
             labels = (topic, pid)
             seen.add(labels)
             lag = p.get("consumer_lag", -1)
+            if lag < 0 and p.get("committed_offset", -1) < 0:  # nothing committed yet: all of it is lag
+                end = p.get("ls_offset", -1) if p.get("ls_offset", -1) >= 0 else p.get("hi_offset", -1)
+                if end >= 0:
+                    lag = end - max(p.get("lo_offset", -1), 0)
             if lag >= 0:
                 consumer_lag.labels(*labels).set(lag)
     for labels in _lag_children - seen:  # partitions revoked since: no stale lag
