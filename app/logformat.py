@@ -60,16 +60,15 @@ class JsonFormatter(logging.Formatter):
             value = getattr(record, key, None) or (bound or {}).get(key)
             if value:
                 out[key] = redact(str(value))
-        if record.exc_info:
-            if not record.exc_text:
-                record.exc_text = self.formatException(record.exc_info)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
         if record.exc_text:
             out["exception"] = redact(record.exc_text)
         if record.stack_info:
             out["stack"] = redact(self.formatStack(record.stack_info))
         return orjson.dumps(out).decode()
 
-    def formatException(self, ei: Any) -> str:  # noqa: N802 - logging's name
+    def formatException(self, ei: Any) -> str:  # logging's name
         # exc_text is cached on the record and reused by other handlers: cache it redacted
         return redact(super().formatException(ei))
 

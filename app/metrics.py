@@ -25,8 +25,16 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, PlatformCollector,
-                               ProcessCollector, generate_latest)
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 ProcessCollector(registry=REGISTRY)  # process_cpu_seconds_total, process_resident_memory_bytes, ...
@@ -123,7 +131,7 @@ def consumer_stats(stats_json: str, assigned: Iterable[tuple[str, int]]) -> None
     end minus low watermark; while the end is not known yet, the last value stays)."""
     try:
         _consumer_stats(orjson.loads(stats_json), set(assigned))
-    except Exception:  # noqa: BLE001 - an exception in stats_cb would surface in the consumer's poll
+    except Exception:  # noqa: BLE001, S110 - an exception in stats_cb would surface in the consumer's poll
         pass
 
 

@@ -216,7 +216,7 @@ def test_every_counter_moves_by_exactly_what_the_pipeline_did(kafka: Any, tmp_pa
 
         # bounded labels: only config names, endpoint templates, status codes, topics and partitions
         final, _ = scrape(worker_url)
-        for (name, labels), _v in {**final, **bridge}.items():
+        for name, labels in {**final, **bridge}:
             if not name.startswith("herald_"):
                 continue
             for key, val in labels:

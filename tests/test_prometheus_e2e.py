@@ -12,8 +12,9 @@ import subprocess
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import yaml
@@ -46,7 +47,7 @@ class Prometheus:
         self.args = [str(binary), f"--config.file={workdir / 'prometheus.yml'}",
                      f"--storage.tsdb.path={workdir / 'tsdb'}", f"--web.listen-address=127.0.0.1:{self.port}"]
 
-    def __enter__(self) -> Prometheus:
+    def __enter__(self) -> Prometheus:  # noqa: PYI034
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT)
 
