@@ -16,7 +16,9 @@ checked in a container without network: without ``herald.auth`` it refuses to st
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -28,6 +30,9 @@ from typing import Any
 import pytest
 import yaml
 
+from app.bridge import exposure_problem
+from app.config import load_config
+from app.settings import ENV_OVERRIDES
 from tests.harness import ROOT, TRACEBACK, Herald, Sink, free_port, wait_until
 
 BUILD = ROOT / "scripts" / "build-image.sh"
@@ -267,3 +272,67 @@ def test_the_healthcheck_fails_when_the_bridge_does_not_answer(image: str, tmp_p
         assert check.returncode != 0 and "unhealthy" in check.stdout + check.stderr, check.stdout + check.stderr
     finally:
         c.remove()
+
+
+# --- docker-compose.yml ----------------------------------------------------------------------
+# Checked with podman-compose's own parser (a test extra), not run: its Kafka and OPA images come
+# from a registry, and none is reachable here. What it runs of Herald is the image tested above.
+
+COMPOSE = ROOT / "docker-compose.yml"
+
+
+def compose_config(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    tool = Path(sys.executable).parent / "podman-compose"
+    return subprocess.run([str(tool), "-f", str(COMPOSE), "config"], check=False, capture_output=True, text=True,
+                          timeout=120, cwd=ROOT,
+                          env={**{k: v for k, v in os.environ.items() if k != "HERALD_TOKEN"}, **env})
+
+
+def dockerfile_env() -> dict[str, str]:
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    env: dict[str, str] = {}
+    for line in text[text.rindex("\nFROM "):].splitlines():
+        if line.startswith("ENV "):
+            env.update(dict(pair.split("=", 1) for pair in line[4:].split()))
+    return env
+
+
+def test_compose_requires_a_bridge_token() -> None:
+    proc = compose_config({})
+    assert proc.returncode != 0
+    assert "required variable HERALD_TOKEN is missing a value" in proc.stdout + proc.stderr, proc.stderr[-2000:]
+
+
+def test_compose_runs_the_hardened_image_with_a_config_herald_accepts() -> None:
+    proc = compose_config({"HERALD_TOKEN": TOKEN})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    services = yaml.safe_load(proc.stdout)["services"]
+    assert set(services) == {"kafka", "opa", "bridge", "worker"}
+    image_env = dockerfile_env()
+    known = {n for names, _ in ENV_OVERRIDES for n in names}
+    for name in ("bridge", "worker"):
+        svc = services[name]
+        assert Path(svc["build"]["context"]).resolve() == ROOT and (ROOT / "Dockerfile").is_file()
+        assert svc["image"] == "localhost/herald:compose" and svc["command"] == [name]
+        assert svc["read_only"] is True and svc["tmpfs"] == ["/tmp"]
+        assert svc["cap_drop"] == ["ALL"] and svc["security_opt"] == ["no-new-privileges"]
+        assert set(svc["environment"]) <= known, set(svc["environment"]) - known
+        mounts = {m.split(":")[1]: m.split(":")[0] for m in svc["volumes"]}
+        assert mounts["/config/cfg.yaml"] == "./examples/cfg.yaml" and image_env["POSTEE_CFG"] == "/config/cfg.yaml"
+        assert image_env["HERALD_TEMPLATE_DIRS"] in mounts and image_env["REGO_FILTERS_PATH"] in mounts
+        for source in mounts.values():
+            assert source.startswith("herald-") or (ROOT / source).exists(), source
+        # the config Herald would load in the container: the example config with this environment
+        env = {**image_env, **{k: str(v) for k, v in svc["environment"].items()}}
+        env["REGO_FILTERS_PATH"] = str(ROOT / mounts[image_env["REGO_FILTERS_PATH"]])
+        env["HERALD_TEMPLATE_DIRS"] = str(ROOT / mounts[image_env["HERALD_TEMPLATE_DIRS"]])
+        config = load_config(str(ROOT / "examples" / "cfg.yaml"), environ=env)
+        assert config.herald.kafka_bootstrap_servers == "kafka:9092"
+        assert [t.reveal() for t in config.herald.auth.bearer_tokens] == [TOKEN]
+        assert config.herald.http_listen == "0.0.0.0:8082"
+        assert exposure_problem(config) is None  # 0.0.0.0 with a token: the bridge starts
+    bridge = services["bridge"]
+    assert bridge["ports"] == ["127.0.0.1:8082:8082"]
+    assert f"herald-spool:{image_env['HERALD_SPOOL_DIR']}" in bridge["volumes"]
+    assert "herald-spool" in yaml.safe_load(proc.stdout)["volumes"]
+    assert services["worker"]["deploy"]["replicas"] == 2
