@@ -9,7 +9,7 @@ export PIP_CACHE_DIR := $(CURDIR)/.cache/pip
 export HERALD_KAFKA_DIR ?= $(CURDIR)/.herald/kafka
 CONFIG ?= examples/cfg.yaml
 
-.PHONY: run test test-fast bench venv kafka kafka-stop opa prometheus podman lint clean
+.PHONY: run test test-fast bench venv kafka kafka-stop opa prometheus podman image helm lint clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,12 @@ prometheus:  # a real Prometheus for tests/test_prometheus_e2e.py (built from th
 
 podman:
 	scripts/podman-service.sh start
+
+image:  # the container image localhost/herald:dev, built with Podman (storage and caches in .cache/image)
+	scripts/build-image.sh build localhost/herald:dev
+
+helm:  # helm v3 for the chart in deploy/helm/herald (built from the Go module proxy)
+	scripts/build-helm.sh
 
 run: venv kafka
 	@echo "POST events to http://127.0.0.1:8082/  (e.g. curl -d @event.json localhost:8082/)."

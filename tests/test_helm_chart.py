@@ -467,7 +467,8 @@ def image_env() -> dict[str, str]:
 
 
 # Herald reads these besides the ENV_OVERRIDES of app/settings.py
-OTHER_ENV = {"POSTEE_CFG", "AQUAALERT_CERT_PEM", "AQUAALERT_KEY_PEM", "TZ", "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED"}
+OTHER_ENV = {"POSTEE_CFG", "AQUAALERT_CERT_PEM", "AQUAALERT_KEY_PEM", "HERALD_LOG_FORMAT", "TZ",
+             "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED"}
 
 
 def container_env(dep: dict[str, Any]) -> dict[str, str]:

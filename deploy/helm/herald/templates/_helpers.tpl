@@ -99,6 +99,8 @@ true
 {{- end }}
 - name: POSTEE_DEBUG
   value: {{ ternary "true" "false" .Values.herald.debug | quote }}
+- name: HERALD_LOG_FORMAT
+  value: {{ .Values.herald.logFormat | quote }}
 - name: HERALD_KAFKA_SECURITY_PROTOCOL
   value: {{ $k.securityProtocol | quote }}
 {{- if $k.sasl.mechanism }}
