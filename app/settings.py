@@ -158,6 +158,9 @@ class HeraldSettings(PosteeModel):
     read_timeout: float = Field(
         30.0, gt=0, description="Seconds (or '30s') a client has to send its request body; then 408 "
         "(env HERALD_READ_TIMEOUT).")
+    header_timeout: float = Field(
+        10.0, gt=0, description="Seconds (or '10s') a connection has to send a request's headers (slow senders "
+        "are cut off); also how long an idle keep-alive connection stays open (env HERALD_HEADER_TIMEOUT).")
     max_in_flight: StrictInt = Field(
         512, ge=1, description="Ingest requests handled at once; more get 503 with Retry-After "
         "(env HERALD_MAX_IN_FLIGHT).")
@@ -195,6 +198,11 @@ class HeraldSettings(PosteeModel):
     @classmethod
     def _read_timeout(cls, value: Any) -> float:
         return parse_duration(value, "herald.read-timeout")
+
+    @field_validator("header_timeout", mode="before")
+    @classmethod
+    def _header_timeout(cls, value: Any) -> float:
+        return parse_duration(value, "herald.header-timeout")
 
     @field_validator("body_limit", mode="before")
     @classmethod
@@ -259,6 +267,7 @@ ENV_OVERRIDES: list[tuple[tuple[str, ...], str]] = [
     (("HERALD_KAFKA_SSL_ENDPOINT_IDENTIFICATION",), "kafka.ssl_endpoint_identification"),
     (("HERALD_ALLOW_UNAUTHENTICATED",), "allow_unauthenticated"),
     (("HERALD_READ_TIMEOUT",), "read_timeout"),
+    (("HERALD_HEADER_TIMEOUT",), "header_timeout"),
     (("HERALD_MAX_IN_FLIGHT",), "max_in_flight"),
     (("HERALD_MAX_JSON_DEPTH",), "max_json_depth"),
     (("HERALD_ADMIN_LISTEN",), "admin_listen"),
