@@ -12,7 +12,8 @@ Security (issue 13): ``herald.auth`` turns on bearer tokens, HMAC-SHA256 body si
 or per ``/tenant/{route}``) and mTLS on the HTTPS listener; 401 without credentials, 403 with
 wrong ones. Hostile input gets a 4xx and one rate-limited log line: bad encodings, JSON nested
 deeper than ``max-json-depth``, bodies slower than ``read-timeout``; over ``max-in-flight``
-requests at once get 503 with Retry-After.
+requests at once get 503 with Retry-After; a connection that has not sent its request headers
+within ``header-timeout`` is closed (slowloris).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import signal
 import ssl
 import threading
 import time
+import weakref
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
@@ -392,6 +394,8 @@ class Bridge:
         )
         self.body_limit = config.herald.body_limit
         self.read_timeout = settings.read_timeout
+        self.header_timeout = settings.header_timeout
+        self.started: weakref.WeakSet[Any] = weakref.WeakSet()  # transports that sent a request's headers
         self.max_in_flight = settings.max_in_flight
         self.max_json_depth = settings.max_json_depth
         self.auth = Authenticator(settings.auth)
@@ -425,7 +429,8 @@ class Bridge:
 
     def app(self) -> web.Application:
         # client_max_size slightly above the limit so we answer 413 ourselves with a clear body
-        app = web.Application(client_max_size=self.body_limit + 1, middlewares=[metrics.bridge_middleware])
+        app = web.Application(client_max_size=self.body_limit + 1,
+                              middlewares=[self._headers_received, metrics.bridge_middleware])
         metrics.init_bridge()
         app.router.add_post("/", self.ingest)
         app.router.add_post("/scan", self.ingest)
@@ -438,6 +443,12 @@ class Bridge:
         app.on_cleanup.append(self._on_cleanup)
         app.on_response_prepare.append(_close_if_body_unread)
         return app
+
+    @web.middleware
+    async def _headers_received(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.transport is not None:
+            self.started.add(request.transport)
+        return await handler(request)
 
     async def _on_startup(self, app: web.Application) -> None:
         self.writer.start()
@@ -683,6 +694,45 @@ class Bridge:
         return web.json_response({"event_id": event_id, "spooled": True}, status=202)
 
 
+class _HeaderDeadline:
+    """aiohttp's protocol factory, with a deadline: a connection that has not sent a complete
+    request's headers ``timeout`` seconds after it connected is closed, with one (rate-limited)
+    log line (a slowloris). Requests after the first on a kept-alive connection are bounded by
+    aiohttp's keepalive timeout, which the runner sets just above it."""
+
+    def __init__(self, factory: Any, timeout: float, started: weakref.WeakSet[Any], reject_log: _RateLog) -> None:
+        self.factory, self.timeout, self.started, self.reject_log = factory, timeout, started, reject_log
+
+    def __call__(self) -> Any:
+        handler = self.factory()
+        asyncio.get_running_loop().call_later(self.timeout, self._check, handler)
+        return handler
+
+    def _check(self, handler: Any) -> None:
+        transport = handler.transport
+        if transport is None or transport.is_closing() or transport in self.started:
+            return
+        peer = transport.get_extra_info("peername")
+        self.reject_log("header-timeout", "connection from %s sent no complete request headers within %gs; "
+                        "closed", peer[0] if peer else "?", self.timeout)
+        transport.abort()
+
+
+class _Runner(web.AppRunner):
+    """An AppRunner whose sites get ``_HeaderDeadline``'s protocol factory."""
+
+    def __init__(self, app: web.Application, bridge: Bridge, **kwargs: Any) -> None:
+        super().__init__(app, keepalive_timeout=bridge.header_timeout + 1, **kwargs)
+        self.bridge = bridge
+
+    @property
+    def server(self) -> Any:
+        real = super().server
+        if real is None:
+            return None
+        return _HeaderDeadline(real, self.bridge.header_timeout, self.bridge.started, self.bridge.reject_log)
+
+
 def _split(address: str, what: str) -> tuple[str, int]:
     host, _, port = address.rpartition(":")
     if not port.isdigit():
@@ -736,7 +786,7 @@ async def serve(config: Config, stop: asyncio.Event | None = None,
         from app.admin import reload_bridge
 
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload_bridge, bridge, reload_source, "SIGHUP")
-    runner = web.AppRunner(bridge.app(), access_log=None)
+    runner = _Runner(bridge.app(), bridge, access_log=None)
     await runner.setup()
     host, port = _split(config.herald.http_listen, "herald.http-listen")
     sites = [web.TCPSite(runner, host, port)]

@@ -36,6 +36,7 @@ TOKEN_1, TOKEN_2 = "tok-one-0123456789", "tok-two-9876543210"  # two valid at on
 HMAC_KEY = "global-hmac-key-abcdef"
 ROUTE_KEY = "route-b-hmac-key-123456"
 READ_TIMEOUT = 2.0
+HEADER_TIMEOUT = 2.0
 MAX_IN_FLIGHT = 3
 
 
@@ -48,6 +49,7 @@ def security_config(key_file: Path) -> dict[str, Any]:
                 "routes": {"tenant-b": {"hmac-keys": ["${HERALD_TEST_ROUTE_KEY}"]}},
             },
             "read-timeout": f"{READ_TIMEOUT}s",
+            "header-timeout": f"{HEADER_TIMEOUT}s",
             "max-in-flight": MAX_IN_FLIGHT,
         },
         "routes": [{"name": "tenant-a"}, {"name": "tenant-b"}],
@@ -249,10 +251,54 @@ def test_requests_over_the_in_flight_cap_get_503(herald: Herald) -> None:
     wait_until(lambda: request(herald, "/", b"{}", bearer(TOKEN_1))[0] == 200, 10, "the cap to free up")
 
 
+def closed_after(sock: socket.socket, drip: bytes, every: float, limit: float) -> float:
+    """Send ``drip`` one byte every ``every`` seconds until the bridge closes the connection;
+    seconds until it did (AssertionError after ``limit``)."""
+    start = time.monotonic()
+    sock.settimeout(every)
+    i = 0
+    while time.monotonic() - start < limit:
+        try:
+            sock.sendall(drip[i % len(drip):i % len(drip) + 1])
+            i += 1
+            if sock.recv(65536) == b"":
+                return time.monotonic() - start
+        except TimeoutError:
+            continue
+        except (ConnectionResetError, BrokenPipeError):
+            return time.monotonic() - start
+    raise AssertionError(f"the connection was still open after {limit:.0f}s")
+
+
+def test_slow_headers_are_cut_off_after_the_header_timeout(herald: Herald) -> None:
+    """A slowloris: headers one byte at a time, never finished. The bridge closes the connection
+    after header-timeout, with one log line and no traceback; a silent connection too."""
+    before = herald.log_text("bridge").count("rejected (header-timeout)")
+    with socket.create_connection(("127.0.0.1", herald.port)) as slow:
+        took = closed_after(slow, b"POST / HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 1000, 0.2, HEADER_TIMEOUT + 10)
+    assert HEADER_TIMEOUT - 0.5 < took < HEADER_TIMEOUT + 2, took
+    with socket.create_connection(("127.0.0.1", herald.port)) as silent:
+        silent.settimeout(HEADER_TIMEOUT + 10)
+        start = time.monotonic()
+        assert silent.recv(100) == b"" and time.monotonic() - start < HEADER_TIMEOUT + 2
+    wait_until(lambda: herald.log_text("bridge").count("rejected (header-timeout)") > before, 5, "the log line")
+    lines = [line for line in herald.log_text("bridge").splitlines() if "header-timeout" in line]
+    assert "sent no complete request headers within 2s; closed" in lines[-1], lines[-1]
+    # a client that sends its headers in time is not affected, also on a kept-alive connection
+    with socket.create_connection(("127.0.0.1", herald.port)) as ok:
+        for _ in range(2):
+            body = b'{"kind": "keep-alive"}'
+            ok.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nAuthorization: Bearer "
+                       + TOKEN_1.encode() + b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+            assert status_of(ok.recv(65536)) == 200
+            time.sleep(HEADER_TIMEOUT / 2)
+
+
 def test_bridge_log_is_one_line_per_rejection_kind(herald: Herald) -> None:
     log = herald.log_text("bridge")
     assert TRACEBACK not in log
     assert "rejected (timeout)" in log and "rejected (depth)" in log and "rejected (busy)" in log
+    assert "rejected (header-timeout)" in log
 
 
 # -- the non-loopback guard -----------------------------------------------------------------------------
