@@ -93,7 +93,7 @@ def test_torn_tail_is_dropped_cleanly(tmp_path: Path, cut: int) -> None:
     spool = Spool(tmp_path, max_bytes=1 << 20)
     spool.append([rec(i) for i in range(10)])
     spool.close()
-    seg = sorted(tmp_path.glob("*.seg"))[-1]
+    seg = max(tmp_path.glob("*.seg"))
     whole = seg.read_bytes()
     torn = rec(10).encode()[:cut]  # a write the crash cut short
     seg.write_bytes(whole + torn)
@@ -110,7 +110,7 @@ def test_corrupted_record_cuts_the_segment_there(tmp_path: Path) -> None:
     spool = Spool(tmp_path, max_bytes=1 << 20)
     spool.append([rec(i) for i in range(5)])
     spool.close()
-    seg = sorted(tmp_path.glob("*.seg"))[-1]
+    seg = max(tmp_path.glob("*.seg"))
     data = bytearray(seg.read_bytes())
     third = sum(len(rec(i).encode()) for i in range(2))
     data[third + 20] ^= 0xFF  # a flipped byte inside record 2: its checksum fails
@@ -182,3 +182,40 @@ def test_full_until_an_acknowledgement_frees_space(tmp_path: Path) -> None:
     spool.ack(got[0][0])
     assert not spool.full
     spool.close()
+
+
+def test_spool_settings_from_the_config_and_the_environment() -> None:
+    from app.config import parse_config
+    from app.errors import ConfigError
+
+    cfg = parse_config({"herald": {"spool": {"dir": "/var/spool/herald", "max-bytes": "64MiB"}}}, environ={})
+    assert (cfg.herald.spool.enabled, cfg.herald.spool.dir, cfg.herald.spool.max_bytes) == (
+        True, "/var/spool/herald", 64 * 1024 * 1024)
+    env = {"HERALD_SPOOL_DIR": "/data/spool", "HERALD_SPOOL_ENABLED": "false"}
+    cfg = parse_config({"herald": {"spool": {"max-bytes": "1MiB"}}}, environ=env)
+    assert (cfg.herald.spool.enabled, cfg.herald.spool.dir, cfg.herald.spool.max_bytes) == (
+        False, "/data/spool", 1024 * 1024)  # the environment wins per key
+    assert parse_config({}, environ={}).herald.spool.dir == ".herald/spool"
+    with pytest.raises(ConfigError, match="HERALD_SPOOL_ENABLED.*maybe"):
+        parse_config({}, environ={"HERALD_SPOOL_ENABLED": "maybe"})
+    with pytest.raises(ConfigError, match="herald.spool.max-bytes.*'lots'"):
+        parse_config({"herald": {"spool": {"max-bytes": "lots"}}}, environ={})
+
+
+def test_which_kafka_errors_send_an_event_to_the_spool() -> None:
+    from confluent_kafka import KafkaError, KafkaException
+
+    from app.bridge import transient
+
+    def exc(code: int) -> KafkaException:
+        return KafkaException(KafkaError(code))
+
+    for code in (KafkaError._MSG_TIMED_OUT, KafkaError._PURGE_QUEUE, KafkaError._TRANSPORT,
+                 KafkaError._ALL_BROKERS_DOWN, KafkaError.NOT_ENOUGH_REPLICAS, KafkaError.LEADER_NOT_AVAILABLE):
+        assert transient(exc(code)), code
+    assert transient(TimeoutError())
+    # these would fail again: the event is refused (503), never spooled to block the ones behind it
+    for code in (KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.TOPIC_AUTHORIZATION_FAILED,
+                 KafkaError.INVALID_RECORD):
+        assert not transient(exc(code)), code
+    assert not transient(ValueError("x"))
