@@ -30,6 +30,8 @@ def request(url: str, method: str = "GET", body: bytes | None = None,
             return resp.status, raw, dict(resp.headers)
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read(), dict(exc.headers)
+    except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:  # not listening (yet)
+        return 0, str(exc).encode(), {}
 
 
 def as_json(raw: bytes) -> Any:
