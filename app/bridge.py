@@ -111,9 +111,11 @@ async def _close_if_body_unread(request: web.Request, response: web.StreamRespon
     """An answer given before the body was read (401, 403, 404, 405, 413) keeps the connection
     only when the body is plain: aiohttp skips an unread body by decoding it (Content-Encoding,
     chunking), and a bogus gzip or broken chunks then close the kept-alive connection under the
-    client's next request (seen as a dropped connection). Such answers say ``Connection: close``."""
+    client's next request (seen as a dropped connection). Such answers say ``Connection: close``
+    (the hook runs after aiohttp wrote the connection header, so it is set here too)."""
     if request.can_read_body and ("Content-Encoding" in request.headers or "Transfer-Encoding" in request.headers):
         response.force_close()
+        response.headers["Connection"] = "close"
 
 
 class _RateLog:
