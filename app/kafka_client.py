@@ -26,6 +26,7 @@ seconds (librdkafka itself retries a wrong password or an unknown CA forever, qu
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import time
@@ -343,12 +344,17 @@ def client_config(settings: HeraldSettings) -> dict[str, Any]:
     return {"bootstrap.servers": settings.kafka_bootstrap_servers, **kafka.librdkafka()}
 
 
+# librdkafka's log lines of every client go through Python logging (the process's log format,
+# text or JSON), never straight to stderr; a config's own "logger" wins
+_CLIENT_LOG = logging.getLogger("herald.kafka.client")
+
+
 def producer_config(settings: HeraldSettings | Mapping[str, Any] | str, **overrides: Any) -> dict[str, Any]:
     """A producer's configuration: acks=all, idempotent, Java's murmur2 partitioner (the partition
     every other Herald producer and Java client picks for a key); ``overrides`` win, named as
     librdkafka and confluent-kafka name them (``**{"linger.ms": 5}``, ``error_cb=...``)."""
     base = as_client_config(settings)
-    return {**base, "acks": "all", "enable.idempotence": True, "partitioner": "murmur2_random", **overrides}
+    return {"logger": _CLIENT_LOG, **base, "acks": "all", "enable.idempotence": True, "partitioner": "murmur2_random", **overrides}
 
 
 def consumer_config(settings: HeraldSettings | Mapping[str, Any] | str, group_id: str,
@@ -356,11 +362,12 @@ def consumer_config(settings: HeraldSettings | Mapping[str, Any] | str, group_id
     """A consumer's configuration: ``group.id``, no auto commit, earliest offset when the group has
     none; ``overrides`` win."""
     base = as_client_config(settings)
-    return {**base, "group.id": group_id, "enable.auto.commit": False, "auto.offset.reset": "earliest", **overrides}
+    return {"logger": _CLIENT_LOG, **base, "group.id": group_id, "enable.auto.commit": False, "auto.offset.reset": "earliest", **overrides}
 
 
 def admin_config(settings: HeraldSettings | Mapping[str, Any] | str, **overrides: Any) -> dict[str, Any]:
-    return {**as_client_config(settings), "socket.connection.setup.timeout.ms": 5000, **overrides}
+    return {"logger": _CLIENT_LOG, **as_client_config(settings), "socket.connection.setup.timeout.ms": 5000,
+            **overrides}
 
 
 def make_admin(settings: HeraldSettings | Mapping[str, Any] | str, **overrides: Any) -> Any:
