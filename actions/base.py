@@ -3,40 +3,16 @@
 An action is one module in ``actions/``: a strict config model and an ``Action`` subclass with a
 pure ``build_payload(message) -> request`` and an ``async send(request)`` that returns on success
 and raises ``RetryableActionError`` or ``PermanentActionError`` otherwise. The runner
-(``app/runner.py``) alone retries, logs and dead-letters.
+(``actions/runner.py``) alone retries, logs and dead-letters. ``ActionConfig``, the keys every
+action has, is core configuration (``app.configmodel``): the config loader types a Config with it.
 """
 
 from __future__ import annotations
 
 from typing import Any, ClassVar, Generic, TypeVar
 
-from pydantic import Field, StrictBool, StrictInt, field_validator
-
-from app.configmodel import PosteeModel, PStr, parse_duration
+from app.configmodel import ActionConfig
 from app.messages import ActionMessage
-
-
-class ActionConfig(PosteeModel):
-    """Keys every action has. Herald adds the retry policy keys (all optional)."""
-
-    name: PStr = Field(..., description="Unique action name, used by routes, topics and logs.")
-    type: PStr = Field(..., description="Action type (case-insensitive).")
-    enable: StrictBool = Field(False, description="Only enabled actions exist (Postee's default: false).")
-    runs_on: PStr = Field("", description="Postee runner name; accepted and ignored (every worker runs every action).")
-    retry_max_attempts: StrictInt = Field(5, ge=1, description="Attempts before dead-lettering.")
-    retry_deadline: float = Field(
-        300.0, description="Give up and dead-letter after this long (duration, e.g. '5m')."
-    )
-    retry_initial_backoff: float = Field(0.5, description="First backoff (duration).")
-    retry_max_backoff: float = Field(30.0, description="Longest backoff between attempts.")
-    concurrency: StrictInt = Field(
-        8, ge=1, le=256, description="Messages of this action delivered in parallel per worker."
-    )
-
-    @field_validator("retry_deadline", "retry_initial_backoff", "retry_max_backoff", mode="before")
-    @classmethod
-    def _duration(cls, value: Any) -> float:
-        return parse_duration(value, "duration")
 
 
 C = TypeVar("C", bound=ActionConfig)

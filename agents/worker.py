@@ -6,7 +6,7 @@
 
 One consumer (``agents.kafkaio``) in the worker's consumer group reads every input topic; its
 messages are handed to the stage of their topic on the event loop. Routing, rendering and
-delivering are plain functions and classes (``app.router``, ``app.runner``, ``actions``); this
+delivering are plain functions and classes (``app.router``, ``actions.runner``, ``actions``); this
 module only moves messages between them and Kafka.
 
 Delivery semantics (at least once): a message is finished, and its offset may be committed,
@@ -34,7 +34,8 @@ from agents.kafkaio import TP, KafkaFatalError, KafkaIO, Ticket
 from agents.stateful import RouteState
 from app import logformat, metrics
 from app.admin import Admin, ReloadResult, admin_exposure_problem, config_hash
-from app.config import Config, load_config
+from actions import load_config
+from app.config import Config
 from app.delivered import RETENTION_S, DeliveredKeys
 from app.errors import ConfigError, EventError, HeraldError
 from app.kafka_admin import admin as kafka_admin
@@ -42,7 +43,7 @@ from app.kafka_admin import ensure_topics, wait_topics
 from app.kafka_client import client_config, consumer_config
 from app.messages import ActionMessage, DeadLetter
 from app.router import EventMeta, Router
-from app.runner import Outcome, RetryPolicy, deliver
+from actions.runner import Outcome, RetryPolicy, deliver
 from app.topics import SizeLimits, Topics
 
 log = logging.getLogger("herald.worker")
@@ -344,7 +345,7 @@ class Worker:
         return outcome
 
     async def dead_letter_parts(self, name: str, ticket: Ticket, message: ActionMessage, outcome: Outcome) -> None:
-        """One dead letter per part a partial delivery's peer refused (app.runner), each acknowledged
+        """One dead letter per part a partial delivery's peer refused (actions.runner), each acknowledged
         by the broker before the message's delivered key is written: a crash in between
         redelivers the message rather than losing a refused part. ``original`` is the message of
         that part alone, so a redrive re-sends just it."""

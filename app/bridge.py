@@ -31,8 +31,8 @@ import threading
 import time
 import weakref
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from itertools import accumulate
 from pathlib import Path
 from typing import Any
@@ -804,16 +804,15 @@ async def serve(config: Config, stop: asyncio.Event | None = None,
         await runner.cleanup()
 
 
-def run_bridge(config: Config, reload_source: Callable[[], Config] | None = None) -> None:
-    """Serve until SIGINT/SIGTERM; SIGHUP reloads from ``reload_source`` (default: the config file)."""
-    from app.config import load_config
-
+def run_bridge(config: Config, reload_source: Callable[[], Config]) -> None:
+    """Serve until SIGINT/SIGTERM; SIGHUP reloads from ``reload_source`` (the CLI reads the config file
+    again with the action registry: the bridge, core, does not import the actions)."""
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until serve() handles it: an early SIGHUP must not kill
     loop = asyncio.new_event_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        loop.run_until_complete(serve(config, stop, reload_source or (lambda: load_config(config.path))))
+        loop.run_until_complete(serve(config, stop, reload_source))
     finally:
         loop.close()

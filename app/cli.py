@@ -26,7 +26,8 @@ from typing import Any
 import orjson
 import yaml
 
-from app.config import Config, config_path, load_config
+from actions import load_config
+from app.config import Config, config_path
 from app.errors import ConfigError, HeraldError
 from app.logformat import FORMATS, formatter, log_format
 from app.redact import RedactingFilter
@@ -363,7 +364,7 @@ def cmd_timeline(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     from app.replay import run_cli
 
-    return run_cli(args, _load(args, kafka=not args.from_file or bool(args.to_actions)))
+    return run_cli(args, _load(args, kafka=not args.from_file or bool(args.to_actions)), load_config)
 
 
 def build_parser() -> argparse.ArgumentParser:

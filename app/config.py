@@ -10,19 +10,23 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import yaml
 from pydantic import Field, StrictBool, StrictInt, field_validator
 
-from actions import action_class
-from actions.base import ActionConfig
-from app.configmodel import PosteeModel, PStr, PStrList, type_problems, validate_model
+from app.configmodel import ActionConfig, PosteeModel, PStr, PStrList, type_problems, validate_model
 from app.errors import ConfigError
 from app.policy.templates import check_template_url
 from app.settings import HeraldSettings, env_overrides
 
 DEFAULT_CONFIG_PATH = "/config/cfg.yaml"
+
+# An action type name and its key path -> the type's config model; raises ConfigError for an unknown
+# type. The action registry provides it (actions.config_model): configuration is core and does not
+# import the actions, so loading goes through actions.load_config / actions.parse_config.
+ActionModels = Callable[[str, str], type[ActionConfig]]
 
 _TIMEOUT = re.compile(r"^(\d+)([smhd]?)$")
 _TIMEOUT_UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -162,7 +166,8 @@ def _nesting_hint(item: dict[str, Any], where: str, problem: str) -> str:
     return problem
 
 
-def parse_config(data: Any, path: str = "<config>", environ: dict[str, str] | None = None) -> Config:
+def parse_config(data: Any, path: str = "<config>", environ: dict[str, str] | None = None, *,
+                 action_models: ActionModels) -> Config:
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -251,21 +256,21 @@ def parse_config(data: Any, path: str = "<config>", environ: dict[str, str] | No
             # running action: disabled actions often keep placeholders
             disabled.add(name)
             try:
-                cls = action_class(str(item.get("type", "")), f"{where}.type")
+                model = action_models(str(item.get("type", "")), f"{where}.type")
             except ConfigError as exc:
                 warnings.append(f"{exc} (the action is disabled)")
                 continue
-            wrong, unknown = type_problems(cls.config_model, item, where)
+            wrong, unknown = type_problems(model, item, where)
             problems.extend(_nesting_hint(item, where, p) for p in wrong)
             warnings.extend(unknown)
             continue
         try:
-            cls = action_class(str(item.get("type", "")), f"{where}.type")
+            model = action_models(str(item.get("type", "")), f"{where}.type")
         except ConfigError as exc:
             problems.append(str(exc))
             continue
         before = len(problems)
-        action = collect(cls.config_model, item, where)
+        action = collect(model, item, where)
         problems[before:] = [_nesting_hint(item, where, p) for p in problems[before:]]
         if action is not None:
             if name in actions:
@@ -308,7 +313,7 @@ def config_path(cli_value: str | None = None, environ: dict[str, str] | None = N
     return cli_value or env.get("POSTEE_CFG") or env.get("AQUAALERT_CFG") or DEFAULT_CONFIG_PATH
 
 
-def load_config(path: str, environ: dict[str, str] | None = None) -> Config:
+def load_config(path: str, environ: dict[str, str] | None = None, *, action_models: ActionModels) -> Config:
     try:
         text = Path(path).read_text()
     except OSError as exc:
@@ -317,4 +322,4 @@ def load_config(path: str, environ: dict[str, str] | None = None) -> Config:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"invalid YAML: {exc}", path) from None
-    return parse_config(data, path, environ)
+    return parse_config(data, path, environ, action_models=action_models)

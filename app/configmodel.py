@@ -15,7 +15,17 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, WithJsonSchema
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+)
 
 from app import redact
 from app.errors import ConfigError
@@ -240,3 +250,26 @@ def type_problems(model: type[PosteeModel], data: Any, path: str) -> tuple[list[
     except ValidationError as exc:
         return [_describe(model, data, path, err) for err in exc.errors() if _is_type_error(err)], warnings
     return [], warnings
+
+
+class ActionConfig(PosteeModel):
+    """Keys every action has. Herald adds the retry policy keys (all optional)."""
+
+    name: PStr = Field(..., description="Unique action name, used by routes, topics and logs.")
+    type: PStr = Field(..., description="Action type (case-insensitive).")
+    enable: StrictBool = Field(False, description="Only enabled actions exist (Postee's default: false).")
+    runs_on: PStr = Field("", description="Postee runner name; accepted and ignored (every worker runs every action).")
+    retry_max_attempts: StrictInt = Field(5, ge=1, description="Attempts before dead-lettering.")
+    retry_deadline: float = Field(
+        300.0, description="Give up and dead-letter after this long (duration, e.g. '5m')."
+    )
+    retry_initial_backoff: float = Field(0.5, description="First backoff (duration).")
+    retry_max_backoff: float = Field(30.0, description="Longest backoff between attempts.")
+    concurrency: StrictInt = Field(
+        8, ge=1, le=256, description="Messages of this action delivered in parallel per worker."
+    )
+
+    @field_validator("retry_deadline", "retry_initial_backoff", "retry_max_backoff", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> float:
+        return parse_duration(value, "duration")

@@ -174,7 +174,7 @@ def observe_routing(result: Any) -> None:
 
 
 def observe_attempt(action: str, outcome: Any) -> None:
-    """One delivery attempt (``app.runner.Outcome``)."""
+    """One delivery attempt (``actions.runner.Outcome``)."""
     delivery_attempt_seconds.labels(action).observe(outcome.latency)
     if not outcome.delivered:
         deliveries.labels(action, "failed").inc()

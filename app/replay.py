@@ -23,14 +23,14 @@ from __future__ import annotations
 import argparse
 import sys
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from app.config import Config, load_config
+from app.config import Config
 from app.errors import EventError, HeraldError, KafkaUnavailableError
 from app.router import ORIGIN_KAFKA, EventMeta, Router, RoutingResult
 from app.topics import Topics
@@ -213,7 +213,8 @@ def _print_text(config_path: str, tally: Tally, notes: list[str], sent: Counter[
         print(f"note: {note}")
 
 
-def run_cli(args: argparse.Namespace, config: Config) -> int:
+def run_cli(args: argparse.Namespace, config: Config, load: Callable[[str], Config]) -> int:
+    """``load`` reads the --diff config (the CLI passes actions.load_config)."""
     from app.timeline import window_from_args
 
     if args.diff and args.to_actions:
@@ -241,7 +242,7 @@ def run_cli(args: argparse.Namespace, config: Config) -> int:
                                or r.plugins.aggregate_message_timeout)]
     tally = Tally()
     if args.diff:
-        other_cfg = load_config(args.diff)
+        other_cfg = load(args.diff)
         other = Router(other_cfg)
         tally_b, changed = Tally(), []
         for ev in events:

@@ -33,7 +33,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 import orjson
 
-from app.config import parse_config
+from actions import parse_config
 from app.router import EventMeta, Router
 from tests.harness import FIXTURES
 

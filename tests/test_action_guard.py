@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from app.cli import main
-from app.config import parse_config
+from actions import parse_config
 from app.router import H_AUTHENTICATED, H_SOURCE, ORIGIN_BRIDGE, ORIGIN_KAFKA, EventMeta, Router, guard_warnings
 
 UNAUTHENTICATED = [(H_SOURCE, b"10.1.2.3"), ("herald-event-id", b"e-1")]

@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 
 from app.bridge import serve, tls_context
-from app.config import parse_config
+from actions import parse_config
 from app.errors import ConfigError
 from tests.harness import free_port
 

@@ -26,7 +26,7 @@ import pytest
 import yaml
 
 from app.bridge import exposure_problem, exposure_warning, is_loopback, json_depth, serve
-from app.config import parse_config
+from actions import parse_config
 from app.kafka_local import make_ca, make_server_cert
 from app.kafkawindow import WindowReader
 from app.router import H_AUTHENTICATED, H_EVENT_ID

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
-from app.config import config_path, load_config, parse_config, parse_plugin_timeout
+from actions import load_config, parse_config
+from app.config import config_path, parse_plugin_timeout
 from app.errors import ConfigError
 
 POSTEE_CFG = """

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.docs_gen import actions_table_markdown
+from app.devtools.docs_gen import actions_table_markdown
 from tests.harness import ROOT
 
 

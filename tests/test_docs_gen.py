@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import actions
-from app.docs_gen import actions_table_markdown
+from app.devtools.docs_gen import actions_table_markdown
 
 # The text of Postee's documentation page "Actions" (Postee is Apache-2.0), kept as test data.
 SEED_DOC = Path(__file__).resolve().parent / "fixtures" / "seed" / "postee-actions-doc.txt"
@@ -137,6 +137,6 @@ def test_secrets_are_marked_and_required_shown() -> None:
 
 
 def test_module_entry_point_prints_the_table() -> None:
-    result = subprocess.run([sys.executable, "-m", "app.docs_gen"], capture_output=True, text=True, check=True,
+    result = subprocess.run([sys.executable, "-m", "app.devtools.docs_gen"], capture_output=True, text=True, check=True,
                             cwd=Path(__file__).resolve().parents[1])
     assert result.stdout == actions_table_markdown()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from app.config import load_config
+from actions import load_config
 from app.router import EventMeta, Router
 from tests.harness import ROOT
 

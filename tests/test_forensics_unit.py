@@ -183,7 +183,7 @@ def test_falco_fixture_times_are_what_the_timeline_orders_by() -> None:
 
 
 def test_tracee_example_config_routes_tracee_and_falco_events() -> None:
-    from app.config import load_config
+    from actions import load_config
     from app.router import EventMeta, Router
     from tests.harness import ROOT
 

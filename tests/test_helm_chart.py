@@ -32,7 +32,7 @@ import kubernetes.client as k8s
 import pytest
 import yaml
 
-from app.config import load_config
+from actions import load_config
 from app.settings import ENV_OVERRIDES
 from tests.harness import FIXTURES, ROOT
 

@@ -31,7 +31,7 @@ import pytest
 import yaml
 
 from app.bridge import exposure_problem
-from app.config import load_config
+from actions import load_config
 from app.settings import ENV_OVERRIDES
 from tests.harness import ROOT, TRACEBACK, Herald, Sink, free_port, wait_until
 

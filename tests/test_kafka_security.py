@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from app import redact
-from app.config import parse_config
+from actions import parse_config
 from app.errors import ConfigError, KafkaConnectError
 from app.kafka_client import client_config, consumer_config, probe, producer_config, validate
 from app.kafka_local import LocalKafka, make_ca, make_server_cert

@@ -9,7 +9,7 @@ from typing import Any, Iterator
 import pytest
 from confluent_kafka import Producer
 
-from app.config import parse_config
+from actions import parse_config
 from app.router import EventMeta, Router
 from tests.harness import FIXTURES, Herald, Sink
 

@@ -10,7 +10,7 @@ from actions.base import Action, ActionConfig
 from app.content import Content
 from app.errors import PermanentActionError, RetryableActionError
 from app.messages import ActionMessage
-from app.runner import RetryPolicy, deliver
+from actions.runner import RetryPolicy, deliver
 
 
 class Scripted(Action[ActionConfig, str]):

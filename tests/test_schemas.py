@@ -9,7 +9,7 @@ import yaml
 
 from app.content import Content
 from app.messages import ActionMessage, DeadLetter
-from app.schema_gen import SCHEMAS, ActionMessageSchema, _schema, config_schema, dead_letter_schema
+from app.devtools.schema_gen import SCHEMAS, ActionMessageSchema, _schema, config_schema, dead_letter_schema
 from tests.harness import ROOT
 
 

@@ -185,7 +185,7 @@ def test_full_until_an_acknowledgement_frees_space(tmp_path: Path) -> None:
 
 
 def test_spool_settings_from_the_config_and_the_environment() -> None:
-    from app.config import parse_config
+    from actions import parse_config
     from app.errors import ConfigError
 
     cfg = parse_config({"herald": {"spool": {"dir": "/var/spool/herald", "max-bytes": "64MiB"}}}, environ={})

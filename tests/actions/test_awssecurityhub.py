@@ -18,7 +18,7 @@ from aiohttp import web
 from actions.awssecurityhub import BATCH_LIMIT, VULN_TYPE, AwsSecurityHubAction
 from app.errors import ConfigError, PartialDeliveryError, PermanentActionError, RetryableActionError
 from app.messages import ActionMessage
-from app.runner import RetryPolicy, deliver
+from actions.runner import RetryPolicy, deliver
 from tests.actions.moto_securityhub import ACCOUNT, REGION, MotoServer
 from tests.actions.support import FIXED_TIME, FIXTURES, build_action, free_port, make_message, serve
 

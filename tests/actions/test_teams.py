@@ -196,7 +196,7 @@ def test_bad_format_is_a_config_error() -> None:
 async def test_the_router_gives_actions_the_aqua_server_for_the_short_message(teams: tuple[FakeTeams, str]) -> None:
     # Postee's Teams output links its "too long" message to <aqua-server>/#/images/; the router
     # puts that value into the event of every action message, as it does for templates.
-    from app.config import parse_config
+    from actions import parse_config
     from app.router import EventMeta, Router
 
     fake, base = teams

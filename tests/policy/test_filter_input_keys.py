@@ -14,7 +14,8 @@ from typing import Any
 import orjson
 import pytest
 
-from app.config import RouteConfig, parse_config
+from actions import parse_config
+from app.config import RouteConfig
 from app.policy.engine import EmbeddedEngine
 from app.policy.filters import BUILTIN_FILTER_DIR, RouteFilters, input_keys
 from app.router import EventMeta, Router

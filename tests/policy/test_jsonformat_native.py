@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 import pytest
 
-from app.config import parse_config
+from actions import parse_config
 from app.errors import EventError
 from app.policy.engine import jsonformat_of_json
 from app.policy.templates import BUILTIN_TEMPLATE_DIR, PackageTemplate, TemplateLibrary

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from app.config import parse_config
+from actions import parse_config
 from app.policy.opa import OpaEngine, OpaServer
 from app.router import EventMeta, Router
 from tests.harness import FIXTURES, Herald, Sink

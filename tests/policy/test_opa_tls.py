@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from app.cli import main
-from app.config import parse_config
+from actions import parse_config
 from app.errors import ConfigError
 from app.kafka_local import LocalKafka, make_ca, make_server_cert
 from app.policy.engine import make_engine, opa_options

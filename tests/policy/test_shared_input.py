@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 import pytest
 
-from app.config import parse_config
+from actions import parse_config
 from app.policy.templates import BUILTIN_TEMPLATE_DIR, PackageTemplate, TemplateLibrary
 from app.router import EventMeta, Router
 from tests.templates.goldenfile import check

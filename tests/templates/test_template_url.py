@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import yaml
 
-from app.config import parse_config
+from actions import parse_config
 from app.errors import ConfigError, TemplateError
 from app.policy.templates import check_template_url, fetch_template
 

@@ -27,12 +27,15 @@ from app.redact import redact
 log = logging.getLogger("herald.runner")
 
 
+_DEFAULTS = ActionConfig.model_fields  # the retry keys' defaults are the action config's
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
-    max_attempts: int = 5
-    deadline: float = 300.0
-    initial_backoff: float = 0.5
-    max_backoff: float = 30.0
+    max_attempts: int = _DEFAULTS["retry_max_attempts"].default
+    deadline: float = _DEFAULTS["retry_deadline"].default
+    initial_backoff: float = _DEFAULTS["retry_initial_backoff"].default
+    max_backoff: float = _DEFAULTS["retry_max_backoff"].default
 
     @classmethod
     def of(cls, config: ActionConfig) -> RetryPolicy:

@@ -1,6 +1,6 @@
 """JSON Schemas of the config and of Herald's messages, generated from the models.
 
-``python -m app.schema_gen`` rewrites ``schemas/*.json``; a test checks they are current.
+``python -m app.devtools.schema_gen`` rewrites ``schemas/*.json``; a test checks they are current.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from app.content import Content
 from app.messages import DeadLetter
 from app.settings import HeraldSettings
 
-SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
+SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 
 
 def _schema(model: type[BaseModel]) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 ``actions_table_markdown()`` imports every available action and writes one Markdown table per
 type (key, required, default, description) from its pydantic fields, after one table of the keys
 every action has. Keys are the YAML spellings (aliases); secrets are marked. Run
-``python -m app.docs_gen`` to print it.
+``python -m app.devtools.docs_gen`` to print it.
 """
 
 from __future__ import annotations
