@@ -11,10 +11,18 @@ CONFIG ?= examples/cfg.yaml
 
 .PHONY: run test test-fast bench venv kafka kafka-stop opa prometheus podman image helm lint clean
 
-$(VENV)/.installed: pyproject.toml
+# The venv holds exactly requirements.lock (scripts/lock.sh; every file checked against its sha256),
+# then Herald itself. A lock that no longer matches pyproject.toml's pins is reported and the venv
+# comes from pyproject instead; tests/test_supply_chain.py and make lint fail until the lock is redone.
+$(VENV)/.installed: pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	if $(PY) scripts/supply_chain.py pins; then \
+		$(PY) -m pip install -q --require-hashes -r requirements.lock && $(PY) -m pip install -q --no-deps -e .; \
+	else \
+		echo "WARNING: requirements.lock is out of date (run scripts/lock.sh); installing from pyproject.toml" >&2; \
+		$(PY) -m pip install -q -e '.[test,dev]'; \
+	fi
 	touch $@
 
 venv: $(VENV)/.installed
@@ -54,8 +62,12 @@ test-fast: venv
 bench: venv opa
 	$(PY) bench/run.py
 
+# ruff, then the lock: pyproject's pins and hashes, and no locked version named by an advisory in
+# security/advisories (a vendored OSV copy; see security/README.md)
 lint: venv
-	$(VENV)/bin/ruff check app agents actions tests
+	$(VENV)/bin/ruff check app agents actions tests scripts
+	$(PY) scripts/supply_chain.py pins
+	$(PY) scripts/supply_chain.py audit
 
 clean:
 	rm -rf .herald
