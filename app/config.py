@@ -28,7 +28,7 @@ DEFAULT_CONFIG_PATH = "/config/cfg.yaml"
 # import the actions, so loading goes through actions.load_config / actions.parse_config.
 ActionModels = Callable[[str, str], type[ActionConfig]]
 
-_TIMEOUT = re.compile(r"^(\d+)([smhd]?)$")
+_TIMEOUT = re.compile(r"^(\d+)([smhd]?)$", re.ASCII)  # Go's Atoi: ASCII digits only, not "١٠"
 _TIMEOUT_UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 

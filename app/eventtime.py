@@ -26,9 +26,10 @@ from typing import Any
 from app.errors import HeraldError
 
 _RFC3339 = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9})\d*)?\s*(Z|z|[+-]\d{2}:?\d{2})?$"
+    r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9})\d*)?\s*(Z|z|[+-]\d{2}:?\d{2})?$",
+    re.ASCII,  # ASCII digits only, as Go's time.Parse: "٢٠٢٥-..." is not a time
 )
-_RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)$")
+_RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)$", re.ASCII)
 _REL_UNIT_NS = {"ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9, "d": 86400 * 10**9, "w": 7 * 86400 * 10**9}
 
 # Plausible sensor clocks: 2000-01-01 .. 2200-01-01. A value outside is a unit mistake or a
