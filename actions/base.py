@@ -9,7 +9,7 @@ action has, is core configuration (``app.configmodel``): the config loader types
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import ClassVar, Generic, TypeVar
 
 from app.configmodel import ActionConfig
 from app.messages import ActionMessage

@@ -27,7 +27,7 @@ import signal
 import subprocess
 from dataclasses import dataclass
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import Field, field_validator, model_validator
 

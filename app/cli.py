@@ -192,11 +192,6 @@ def cmd_run(args: argparse.Namespace) -> int:
             if p.poll() is None:
                 p.send_signal(signal.SIGHUP)
 
-    def reload(signum: int, frame: Any) -> None:  # both children re-read the config
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGHUP)
-
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGHUP, reload)
