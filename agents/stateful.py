@@ -21,7 +21,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
@@ -33,8 +33,9 @@ from app.messages import ActionMessage
 from app.state import Batch
 
 if TYPE_CHECKING:
-    from agents.kafkaio import Ticket
-    from agents.worker import Worker
+    from agents.kafkaio import KafkaIO, Ticket
+    from app.config import Config
+    from app.router import Router
 
 log = logging.getLogger("herald.state")
 
@@ -44,8 +45,29 @@ _SEP = "\x1f"
 Write = tuple[str, Any]  # changelog key, value (None: delete)
 
 
+class Pipeline(Protocol):
+    """What the route-state stage needs of the worker that runs it (``agents.worker.Worker``):
+    the running config and router, the Kafka I/O, and the worker's way to produce, emit to
+    actions, record decisions and dead-letter."""
+
+    config: Config
+    router: Router
+    io: KafkaIO
+    kafka_conf: dict[str, Any]
+
+    def send(self, topic: str, key: str, value: bytes | None, ticket: Ticket | None,
+             partition: int | None = None) -> None: ...
+
+    def emit(self, message: ActionMessage, ticket: Ticket) -> None: ...
+
+    def record_decision(self, record: dict[str, Any], ticket: Ticket) -> None: ...
+
+    def dead_letter(self, stage: str, ticket: Ticket, error: str, error_type: str, *, event_id: str = "",
+                    attempts: int = 0, original: Any = None, outcome: Any = None) -> None: ...
+
+
 class RouteState:
-    def __init__(self, worker: Worker, topic: str, changelog: str) -> None:
+    def __init__(self, worker: Pipeline, topic: str, changelog: str) -> None:
         self.w = worker
         self.topic = topic
         self.changelog = changelog
