@@ -32,7 +32,7 @@ import re
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any, Protocol
 
 from pydantic import BeforeValidator, Field, StrictBool, WithJsonSchema, field_validator
 
@@ -40,8 +40,15 @@ from app import redact
 from app.configmodel import PosteeModel, PStr, Secret
 from app.errors import ConfigError, KafkaConnectError
 
-if TYPE_CHECKING:
-    from app.settings import HeraldSettings
+
+class HeraldSettings(Protocol):
+    """What the client configurations read of ``app.settings.HeraldSettings`` (which holds this
+    module's ``KafkaSettings``: the dependency runs settings -> kafka_client, never back)."""
+
+    kafka_bootstrap_servers: str
+
+    @property
+    def kafka(self) -> KafkaSettings: ...
 
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER")
