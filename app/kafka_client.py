@@ -41,7 +41,7 @@ from app.configmodel import PosteeModel, PStr, Secret
 from app.errors import ConfigError, KafkaConnectError
 
 
-class HeraldSettings(Protocol):
+class ClientSettings(Protocol):
     """What the client configurations read of ``app.settings.HeraldSettings`` (which holds this
     module's ``KafkaSettings``: the dependency runs settings -> kafka_client, never back)."""
 
@@ -342,7 +342,7 @@ class KafkaSettings(PosteeModel):
 
 # -- librdkafka configurations ---------------------------------------------------------------------
 
-def client_config(settings: HeraldSettings) -> dict[str, Any]:
+def client_config(settings: ClientSettings) -> dict[str, Any]:
     """The base librdkafka configuration of every Herald client: ``bootstrap.servers``, the
     security settings of ``herald.kafka`` and its ``properties``. Callers add their own tuning and
     callbacks (no ``error_cb`` here). Raises ``ConfigError`` for inconsistent settings."""
@@ -356,7 +356,7 @@ def client_config(settings: HeraldSettings) -> dict[str, Any]:
 _CLIENT_LOG = logging.getLogger("herald.kafka.client")
 
 
-def producer_config(settings: HeraldSettings | Mapping[str, Any] | str, **overrides: Any) -> dict[str, Any]:
+def producer_config(settings: ClientSettings | Mapping[str, Any] | str, **overrides: Any) -> dict[str, Any]:
     """A producer's configuration: acks=all, idempotent, Java's murmur2 partitioner (the partition
     every other Herald producer and Java client picks for a key); ``overrides`` win, named as
     librdkafka and confluent-kafka name them (``**{"linger.ms": 5}``, ``error_cb=...``)."""
@@ -364,7 +364,7 @@ def producer_config(settings: HeraldSettings | Mapping[str, Any] | str, **overri
     return {"logger": _CLIENT_LOG, **base, "acks": "all", "enable.idempotence": True, "partitioner": "murmur2_random", **overrides}
 
 
-def consumer_config(settings: HeraldSettings | Mapping[str, Any] | str, group_id: str,
+def consumer_config(settings: ClientSettings | Mapping[str, Any] | str, group_id: str,
                     **overrides: Any) -> dict[str, Any]:
     """A consumer's configuration: ``group.id``, no auto commit, earliest offset when the group has
     none; ``overrides`` win."""
@@ -372,12 +372,12 @@ def consumer_config(settings: HeraldSettings | Mapping[str, Any] | str, group_id
     return {"logger": _CLIENT_LOG, **base, "group.id": group_id, "enable.auto.commit": False, "auto.offset.reset": "earliest", **overrides}
 
 
-def admin_config(settings: HeraldSettings | Mapping[str, Any] | str, **overrides: Any) -> dict[str, Any]:
+def admin_config(settings: ClientSettings | Mapping[str, Any] | str, **overrides: Any) -> dict[str, Any]:
     return {"logger": _CLIENT_LOG, **as_client_config(settings), "socket.connection.setup.timeout.ms": 5000,
             **overrides}
 
 
-def make_admin(settings: HeraldSettings | Mapping[str, Any] | str, **overrides: Any) -> Any:
+def make_admin(settings: ClientSettings | Mapping[str, Any] | str, **overrides: Any) -> Any:
     """A confluent-kafka ``AdminClient`` on ``settings`` (HeraldSettings or a client config)."""
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
@@ -389,7 +389,7 @@ def make_admin(settings: HeraldSettings | Mapping[str, Any] | str, **overrides: 
         raise ConfigError(f"invalid Kafka client configuration: {_text(exc)}", "herald.kafka") from None
 
 
-def as_client_config(conf: HeraldSettings | Mapping[str, Any] | str) -> dict[str, Any]:
+def as_client_config(conf: ClientSettings | Mapping[str, Any] | str) -> dict[str, Any]:
     """A client config from HeraldSettings, a client config dict, or (transitional, for callers not
     yet passing a config) a bare bootstrap string, which means PLAINTEXT."""
     if isinstance(conf, str):
