@@ -339,11 +339,11 @@ class KafkaWriter:
                 self.producer.purge(in_queue=True, in_flight=False, blocking=False)
             self._stop.wait(1.0)
 
-    def ensure_topic(self) -> None:
+    def ensure_topic(self, timeout: float = 30.0) -> None:
         """Create the events topic if it is missing (``max.message.bytes`` for the body limit);
         ``ConfigError`` when it exists with a smaller ``max.message.bytes``."""
-        ensure_topics(self.kafka, [self.topic], *self._topic_spec, max_message_bytes={self.topic: self.record_limit},
-                      body_limit=self.body_limit)
+        ensure_topics(self.kafka, [self.topic], *self._topic_spec, timeout,
+                      max_message_bytes={self.topic: self.record_limit}, body_limit=self.body_limit)
 
     def produce(self, loop: asyncio.AbstractEventLoop, record: SpoolRecord) -> asyncio.Future[tuple[int, int]]:
         """Hand ``record`` to the producer; the future resolves with (partition, offset) from its
@@ -781,7 +781,7 @@ async def serve(config: Config, stop: asyncio.Event | None = None,
         log.warning("herald.auth.client-ca is set but herald.https-listen is not: mTLS is off")
     bridge = Bridge(config)
     try:  # one size limit end to end: an events topic that cannot take a body-limit event stops us here
-        await asyncio.get_running_loop().run_in_executor(None, bridge.writer.ensure_topic)
+        await asyncio.get_running_loop().run_in_executor(None, bridge.writer.ensure_topic, 5.0)
     except KafkaUnavailableError as exc:
         log.warning("events topic not checked yet (Kafka: %s); checked once Kafka is reachable", exc)
     if reload_source is not None:

@@ -137,11 +137,24 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def cmd_bridge(args: argparse.Namespace) -> int:
     from app.bridge import run_bridge
+    from app.errors import KafkaConnectError
 
-    config = _load(args, listens=True)
+    config = _load(args, kafka=False, listens=True)
     setup_logging(config.herald.debug, args.log_format)
+    try:
+        _probe(config)
+    except KafkaConnectError as exc:
+        # with a spool, a Kafka that is down is no reason not to take events (a wrong password or
+        # an unknown CA still is: those fail now)
+        if not (config.herald.spool.enabled and str(exc).startswith(_UNREACHABLE)):
+            raise
+        log.warning("starting without Kafka (%s): events go to the spool %s until it is reachable",
+                    exc, config.herald.spool.dir)
     run_bridge(config, _reload_source(args, config))
     return 0
+
+
+_UNREACHABLE = ("nothing is listening", "no broker reachable", "cannot resolve")
 
 
 def _reload_source(args: argparse.Namespace, config: Config) -> Any:

@@ -3,14 +3,19 @@
 - 60 s without a broker while a client that never retries posts 100 events/s: every event answered
   2xx (200 from Kafka, 202 from the spool) reaches the sink exactly once, none is refused;
 - a small spool fills up: 503 with Retry-After, /readyz 503, and exactly the 2xx events delivered;
-- a bridge SIGKILLed while its spool holds events drains it when it starts again, in order.
+- a bridge SIGKILLed while its spool holds events starts again even while Kafka is down, and
+  drains the spool once Kafka is back, in order;
+- wrong Kafka credentials still stop a bridge at start (only an unreachable Kafka does not).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -23,11 +28,12 @@ from typing import Any
 
 import aiohttp
 import pytest
+import yaml
 
 from app.kafka_local import LocalKafka
 from app.router import H_EVENT_ID
 from tests.accounting import assert_counts, wait_all_delivered
-from tests.harness import Herald, Sink, free_port, wait_until
+from tests.harness import ROOT, Herald, Sink, free_port, wait_until
 from tests.test_resilience_e2e import config
 
 RATE = 100  # events per second
@@ -73,7 +79,7 @@ class OpenLoopClient:
                                     headers={"Content-Type": "application/json"}) as resp:
                 self.answers[n] = await resp.json(content_type=None)
                 self.status[n] = resp.status
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+        except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
             self.answers[n] = f"{type(exc).__name__}: {exc}"
             self.status[n] = 0
 
@@ -187,20 +193,43 @@ def test_full_spool_answers_503_and_delivers_exactly_the_2xx_events(broker: Loca
         acked = [*range(5), *(n for n, s in statuses.items() if s == 202)]
         got = wait_all_delivered(sink, "/events", acked, 180)
         assert_counts(got, acked, 0, "exactly the acknowledged events", posted=acked)
-        wait_until(lambda: (lambda r: r[0] == 200 and r[1]["spool"]["records"] == 0)(readyz(herald)), 60,
-                   "the spool to drain and /readyz to be 200 again")
+        def drained() -> bool:
+            status, body = readyz(herald)
+            return status == 200 and body["spool"]["records"] == 0
+
+        wait_until(drained, 60, "the spool to drain and /readyz to be 200 again")
         print(f"\nsmall spool: {codes[202]} spooled (202), {codes[503]} refused (503), all 202 delivered once")
 
 
+def start_bridge_without_kafka(herald: Herald) -> None:
+    herald._spawn("bridge", "bridge")
+
+    def spooling() -> bool:
+        proc = herald.procs["bridge"]
+        assert proc.poll() is None, f"the bridge exited with {proc.returncode}:\n{herald.log_text('bridge')[-3000:]}"
+        status, body = readyz(herald)
+        return status == 200 and body.get("kafka") == "unreachable"
+
+    wait_until(spooling, 60, "the bridge to start without Kafka")
+
+
 def test_bridge_sigkilled_with_a_full_spool_drains_it_at_start_in_order(broker: LocalKafka, tmp_path: Path) -> None:
+    """Killed during the outage, restarted during it (takes events into the same spool), then
+    restarted once more with Kafka up: everything drains, once each, in order."""
     with Sink() as sink, Herald(broker, config(sink), tmp_path, workers=0) as herald:
         assert herald.post({"n": 0})[0] == 200
         broker.kill()
         wait_until(lambda: readyz(herald)[1].get("kafka") == "unreachable", 30, "/readyz to see Kafka down")
-        for n in range(1, 301):
+        for n in range(1, 201):
             status, body = herald.post({"n": n})
             assert status == 202 and body["spooled"], (n, status, body)
-        assert readyz(herald)[1]["spool"]["records"] == 300
+        assert readyz(herald)[1]["spool"]["records"] == 200
+        herald.stop("bridge", signal.SIGKILL)
+        start_bridge_without_kafka(herald)  # Kafka still down: it starts anyway, on its spool
+        assert readyz(herald)[1]["spool"]["records"] == 200
+        for n in range(201, 301):
+            status, body = herald.post({"n": n})
+            assert status == 202 and body["spooled"], (n, status, body)
         herald.stop("bridge", signal.SIGKILL)
         broker.start(timeout=120)
         herald.start_bridge()  # its spool first, then what comes after
@@ -208,7 +237,9 @@ def test_bridge_sigkilled_with_a_full_spool_drains_it_at_start_in_order(broker: 
             status, _ = herald.post({"n": n})
             assert status in (200, 202), status
         wait_until(lambda: readyz(herald)[1]["spool"]["records"] == 0, 60, "the spool to drain")
-        assert "300 event(s)" in herald.log_text("bridge") and "waiting for Kafka" in herald.log_text("bridge")
+        log = herald.log_text("bridge")
+        assert "starting without Kafka (nothing is listening" in log, log[-2000:]
+        assert "200 event(s)" in log and "300 event(s)" in log and "waiting for Kafka" in log, log[-2000:]
         herald.start_worker()
         got = wait_all_delivered(sink, "/events", range(311), 180)
         assert_counts(got, range(311), 0, "each event once", posted=range(311))
@@ -219,3 +250,48 @@ def test_bridge_sigkilled_with_a_full_spool_drains_it_at_start_in_order(broker: 
         for partition, ns in by_partition.items():
             assert ns == sorted(ns), (partition, ns)
         assert sum(map(len, by_partition.values())) == 311
+
+
+def run_bridge_until_exit(tmp_path: Path, herald_cfg: dict[str, Any], timeout: float = 60) -> tuple[int | None, str]:
+    """``herald bridge`` with ``herald_cfg``: (exit code, log) once it exits, or (None, log) when
+    it is still serving after ``timeout`` seconds (then it is stopped)."""
+    port = free_port()
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    cfg = {"herald": {"http-listen": f"127.0.0.1:{port}", **herald_cfg}}
+    cfg["herald"]["spool"] = {"dir": str(tmp_path / "spool"), **herald_cfg.get("spool", {})}
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    log = tmp_path / "bridge.log"
+    env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP_SERVERS", "POSTEE_HTTP", "POSTEE_CFG")}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "app.cli", "bridge", "--config", str(path)], cwd=ROOT,
+                                env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.time() + timeout
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.3)
+        return proc.poll(), log.read_text(errors="replace")
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0, log.read_text(errors="replace")[-2000:]
+
+
+def test_a_bridge_with_a_spool_starts_without_kafka_but_not_with_wrong_credentials(secure_kafka: LocalKafka,
+                                                                                   tmp_path: Path) -> None:
+    nobody = f"127.0.0.1:{free_port()}"
+    code, log = run_bridge_until_exit(tmp_path / "a", {"kafka-bootstrap-servers": nobody})
+    assert code is None and "starting without Kafka (nothing is listening" in log, (code, log[-2000:])
+    code, log = run_bridge_until_exit(tmp_path / "b", {"kafka-bootstrap-servers": nobody,
+                                                        "spool": {"enabled": False}})
+    assert code == 1 and "nothing is listening" in log and "Traceback" not in log, (code, log[-2000:])
+    wrong = {**secure_kafka.client_settings(), "sasl-password": "not-the-password"}
+    code, log = run_bridge_until_exit(tmp_path / "c", {"kafka-bootstrap-servers": secure_kafka.bootstrap,
+                                                        "kafka": wrong})
+    assert code == 1 and "authentication failed" in log.lower() and "Traceback" not in log, (code, log[-2000:])
