@@ -72,6 +72,17 @@ _TRANSIENT = {
 }
 
 
+# Errors about the record itself: producing it again fails again, whatever Kafka's state.
+_RECORD_ERRORS = {KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE, KafkaError.INVALID_RECORD,
+                  KafkaError.INVALID_MSG, KafkaError._BAD_MSG, KafkaError._INVALID_ARG}
+
+
+def record_error(exc: BaseException) -> bool:
+    """Whether the record itself is at fault (a spooled one is set aside rather than retried)."""
+    err = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
+    return isinstance(err, KafkaError) and err.code() in _RECORD_ERRORS
+
+
 def transient(exc: BaseException) -> bool:
     """Whether producing again later can succeed (``TimeoutError``: no delivery report in time)."""
     if isinstance(exc, TimeoutError):
@@ -535,8 +546,9 @@ class Bridge:
                         failed = (pos, record, result)
                         break
                     upto, done = pos, done + 1
-                if failed is not None and not transient(failed[2]):
+                if failed is not None and record_error(failed[2]):
                     # it would fail forever and hold every event behind it: set it aside, loudly
+                    # (any other error, e.g. authorisation, is Kafka's: the spool waits for it)
                     pos, record, exc = failed
                     await loop.run_in_executor(self._spool_io, self._set_aside, record, exc)
                     upto, failed = pos, None

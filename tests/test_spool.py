@@ -219,3 +219,8 @@ def test_which_kafka_errors_send_an_event_to_the_spool() -> None:
                  KafkaError.INVALID_RECORD):
         assert not transient(exc(code)), code
     assert not transient(ValueError("x"))
+    # a spooled record is set aside only when the record itself is at fault, never for Kafka's state
+    from app.bridge import record_error
+    assert record_error(exc(KafkaError.MSG_SIZE_TOO_LARGE)) and record_error(exc(KafkaError.INVALID_RECORD))
+    for code in (KafkaError._FATAL, KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError._MSG_TIMED_OUT):
+        assert not record_error(exc(code)), code
