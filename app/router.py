@@ -208,6 +208,20 @@ class RoutingResult:
         }
 
 
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether JSON ``value`` nests objects and arrays more than ``limit`` levels (iteratively)."""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
 class Router:
     """Compiled once at start (policies are never compiled per event)."""
 
@@ -290,6 +304,11 @@ class Router:
             raise EventError(f"event is not valid JSON: {exc}") from None
         if not isinstance(event, dict):
             raise EventError(f"event must be a JSON object, got {type(event).__name__}")
+        limit = self.config.herald.max_json_depth
+        if raw.count(b"[") + raw.count(b"{") > limit and _deeper_than(event, limit):
+            # the bridge refuses these; a producer writing to Kafka directly is stopped here, before
+            # the Rego engine and the template encoders fail on the nesting (RuntimeError, RecursionError)
+            raise EventError(f"event is nested deeper than {limit} levels (herald.max-json-depth)")
         return event
 
     def render_input(self, event: dict[str, Any]) -> str:

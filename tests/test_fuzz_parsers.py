@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from app import gojson
-from app.errors import ConfigError, TemplateError
+from app.errors import ConfigError, EventError, TemplateError
 from app.eventtime import parse_rfc3339_ns
 from app.config import parse_plugin_timeout
 from app.legacy import LegacyTemplate
@@ -137,3 +137,29 @@ def _same(a: Any, b: Any) -> bool:
     if isinstance(a, (int, float)) and isinstance(b, (int, float)):
         return a == b or (math.isclose(a, b, rel_tol=1e-15))
     return a == b
+
+
+def test_router_refuses_events_nested_deeper_than_the_bridge_allows() -> None:
+    """An event a producer wrote to Kafka directly, nested deeper than herald.max-json-depth, is an
+    EventError (a dead letter with its reason), as the bridge's 400; it used to reach the Rego
+    engine and the Go JSON encoder, which failed with RuntimeError (400 levels) or RecursionError
+    (1000 levels): a dead letter typed InternalError without the event id."""
+    from actions import parse_config
+    from app.bridge import json_depth
+    from app.router import EventMeta, Router
+
+    router = Router(parse_config({"routes": [{"name": "r", "template": "raw"}],
+                                  "templates": [{"name": "raw", "rego-package": "postee.rawmessage.json"}]}))
+    limit = router.config.herald.max_json_depth
+    gen = Gen(SEED)
+    seen = {True: 0, False: 0}
+    for _ in range(300):
+        body = gen.deep()
+        deeper = json_depth(body, limit) > limit  # the bridge's measure
+        seen[deeper] += 1
+        if deeper:
+            with pytest.raises(EventError, match=f"nested deeper than {limit} levels"):
+                router.route(body, EventMeta("e"))
+        else:
+            assert router.route(body, EventMeta("e")).decision("h", {})["routes"]["r"]["matched"]
+    assert seen[True] > 50 and seen[False] > 50, seen
