@@ -21,8 +21,9 @@ CONF="$BASE_DIR/containers.conf"
 SUITE="bookworm"
 MIRROR="http://deb.debian.org/debian"
 PACKAGES="python3,python3-venv,ca-certificates"
-# the base is rebuilt when what makes it changes
-BASE_KEY="$(printf '%s %s %s v1' "$SUITE" "$MIRROR" "$PACKAGES" | sha256sum | cut -c1-12)"
+# the base is rebuilt when what makes it changes; merged /usr by mmdebstrap's hook (the usrmerge
+# package would bring perl, ~50 MB)
+BASE_KEY="$(printf '%s %s %s v2' "$SUITE" "$MIRROR" "$PACKAGES" | sha256sum | cut -c1-12)"
 BASE_NAME="localhost/herald-base"
 BASE_TAG="$BASE_NAME:$SUITE-$BASE_KEY"
 BUILD_CACHE_TAG="localhost/herald-build-stage:cache"
@@ -77,7 +78,7 @@ base() {
         log "making the $SUITE base ($PACKAGES) with mmdebstrap"
         # the .deb files are kept in $BASE_DIR/debs between runs (sync-in / sync-out)
         SOURCE_DATE_EPOCH=1767225600 mmdebstrap --quiet --format=tar --variant=essential --include="$PACKAGES" \
-            --skip=essential/unlink \
+            --skip=essential/unlink --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr \
             --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
             --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/share/info/*' \
             --setup-hook='mkdir -p "$1"/var/cache/apt/archives/' \
@@ -85,11 +86,19 @@ base() {
             --customize-hook="sync-out /var/cache/apt/archives $BASE_DIR/debs" \
             "$SUITE" "$tar.partial" \
             "deb $MIRROR $SUITE main" "deb $MIRROR $SUITE-updates main" \
-            "deb http://deb.debian.org/debian-security $SUITE-security main" >&2
+            "deb http://deb.debian.org/debian-security $SUITE-security main" >"$BASE_DIR/mmdebstrap.log" 2>&1 || {
+            log "mmdebstrap failed; the end of $BASE_DIR/mmdebstrap.log:"
+            tail -n 40 "$BASE_DIR/mmdebstrap.log" >&2
+            exit 1
+        }
         mv "$tar.partial" "$tar"
         podman_ import --quiet --change 'CMD ["python3"]' "$tar" "$BASE_TAG" >/dev/null
         rm -f "$tar"
         log "base $BASE_TAG made in $(( $(date +%s) - start ))s"
+        # earlier bases: removed unless an image still uses them
+        podman_ images --format '{{.Repository}}:{{.Tag}}' --filter "reference=$BASE_NAME" | while read -r old; do
+            [ "$old" = "$BASE_TAG" ] || podman_ rmi "$old" >/dev/null 2>&1 || true
+        done
     fi
     local digest
     digest="$(podman_ image inspect --format '{{.Digest}}' "$BASE_TAG")"

@@ -98,26 +98,38 @@ def test_image_runs_as_numeric_non_root_user_with_a_healthcheck(image: str) -> N
 
 
 def test_the_image_default_listener_needs_authentication(image: str, tmp_path: Path) -> None:
-    """0.0.0.0:8082 without herald.auth: the bridge exits 1 naming the setting, before binding or
-    reaching Kafka (the container has no network at all); with a token file it gets past that."""
+    """The image's bridge on 0.0.0.0:8082, in a container with no network at all: without
+    herald.auth it exits 2 naming the setting, before binding or reaching Kafka; with a token file
+    (and the spool's tmpfs, which a read-only root needs) it listens there and is healthy."""
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(yaml.safe_dump({"routes": [], "actions": []}))
     cfg.chmod(0o644)
-    run = ["run", "--rm", "--network", "none", "--read-only", "--cap-drop", "ALL",
-           "--security-opt", "no-new-privileges", "-v", f"{cfg}:/config/cfg.yaml:ro"]
-    proc = podman(*run, image, "bridge")
-    assert proc.returncode == 2, proc.stdout + proc.stderr  # Herald's exit code of a config error
-    assert ("herald.http-listen 0.0.0.0:8082 is not a loopback address and herald.auth configures no "
-            "authentication") in proc.stderr, proc.stderr
-    assert TRACEBACK not in proc.stderr
     token = tmp_path / "token"
     token.write_text(TOKEN + "\n")
     token.chmod(0o644)
-    proc = podman(*run, "-v", f"{token}:/etc/herald/token:ro", "-e", "HERALD_AUTH_BEARER_TOKENS=file:/etc/herald/token",
-                  "-e", "KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9", image, "bridge")
-    assert proc.returncode == 1, proc.stdout + proc.stderr  # now it is Kafka that is missing
-    assert "not a loopback address" not in proc.stderr and "Kafka" in proc.stderr, proc.stderr
-    assert TRACEBACK not in proc.stderr
+    isolated = ["--network", "none", "--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+                "-v", f"{cfg}:/config/cfg.yaml:ro", "-e", "KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9"]
+    proc = podman("run", "--rm", *isolated, image, "bridge")
+    assert proc.returncode == 2, proc.stdout + proc.stderr  # Herald's exit code of a config error
+    assert ("herald.http-listen 0.0.0.0:8082 is not a loopback address and herald.auth configures no "
+            "authentication") in proc.stderr, proc.stderr
+    with_token = [*isolated, "-v", f"{token}:/etc/herald/token:ro",
+                  "-e", "HERALD_AUTH_BEARER_TOKENS=file:/etc/herald/token"]
+    proc = podman("run", "--rm", *with_token, image, "bridge")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "herald.spool.dir: cannot use spool directory /var/spool/herald: Read-only file system" in proc.stderr
+    assert "not a loopback address" not in proc.stderr and TRACEBACK not in proc.stderr, proc.stderr
+    c = Container(image, "bridge", [*with_token, "--tmpfs", "/var/spool/herald:rw,size=16m,U"])
+    try:
+        def healthy() -> bool:
+            assert c.state()["Running"], c.logs()[-3000:]
+            return podman("healthcheck", "run", c.name).returncode == 0
+
+        wait_until(healthy, 60, f"the HEALTHCHECK of {c.name}", interval=1)
+        assert "bridge listening on http://0.0.0.0:8082" in c.logs(), c.logs()[-3000:]
+        assert c.stop() == 0 and TRACEBACK not in c.logs(), c.logs()[-3000:]
+    finally:
+        c.remove()
 
 
 # --- bridge and worker containers on the suite's broker ----------------------------------------
