@@ -424,6 +424,9 @@ def test_worker_scales_on_consumer_lag_and_disruptions_are_bounded(helm: str) ->
      ["at '/bridge/auth/bearerTokensSecret/name': minLength: got 0, want 1"], True),
     (("--set", "kafka.sasl.mechanism=SCRAM-SHA-512", "--set", "kafka.sasl.username=u"),
      ["at '/kafka/sasl/passwordSecret/name': minLength: got 0, want 1"], True),
+    (("--set", "kafka.sasl.mechanism=OAUTHBEARER", "--set", "kafka.sasl.oauthbearer.tokenEndpointUrl=http://idp"),
+     ["at '/kafka/sasl/oauthbearer/clientId': minLength: got 0, want 1",
+      "at '/kafka/sasl/oauthbearer/tokenEndpointUrl': 'http://idp' does not match pattern '^https://'"], True),
     (("--set", "kafka.securityProtocol=TLS"), ["at '/kafka/securityProtocol': value must be one of"], True),
     (("--set", "bridge.https.enabled=true"), ["at '/bridge/https/secretName': minLength: got 0, want 1"], True),
     # the templates' own checks (helm lint reports a template's fail() as INFO, not as a failure)
@@ -560,3 +563,20 @@ def test_rendered_env_and_config_load_in_herald_secure(helm: str, tmp_path: Path
     assert bridge_env["HERALD_AUTH_CLIENT_CA"] == "/etc/herald/https/client-ca.crt"
     image = one(docs, "Deployment", f"{RELEASE}-herald-bridge")["spec"]["template"]["spec"]["containers"][0]["image"]
     assert image == "registry.example.com/security/herald@sha256:" + "0123456789abcdef" * 4
+
+
+def test_oauthbearer_values_render_valid_objects_and_load_in_herald(helm: str, tmp_path: Path) -> None:
+    docs = render(helm, "--set", "kafka.securityProtocol=SASL_SSL", "--set", "kafka.sasl.mechanism=OAUTHBEARER",
+                  "--set", "kafka.sasl.oauthbearer.clientId=herald",
+                  "--set", "kafka.sasl.oauthbearer.tokenEndpointUrl=https://idp.example.com/token",
+                  "--set", "kafka.sasl.oauthbearer.scope=kafka",
+                  "--set", "kafka.sasl.oauthbearer.clientSecretSecret.name=herald-oidc")
+    problems = [p for d in docs for p in object_problems(d)] + api_problems(docs)
+    assert not problems, "\n".join(problems)
+    for name in ("bridge", "worker"):
+        config, env = pod_config(docs, name, tmp_path)
+        k = config.herald.kafka
+        assert (k.security_protocol, k.sasl_mechanism, k.oauthbearer_client_id) == ("SASL_SSL", "OAUTHBEARER", "herald")
+        assert k.oauthbearer_token_endpoint_url == "https://idp.example.com/token" and k.oauthbearer_scope == "kafka"
+        assert k.oauthbearer_client_secret.reveal() == "secret-herald-oidc-client-secret"
+        assert "HERALD_KAFKA_SASL_PASSWORD" not in env and "HERALD_KAFKA_SASL_USERNAME" not in env

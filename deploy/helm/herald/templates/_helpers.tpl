@@ -70,7 +70,7 @@ true
 
 {{- define "herald.kafkaSecrets" -}}
 {{- $k := .Values.kafka -}}
-{{- if or $k.sasl.passwordSecret.name $k.tls.caSecret.name $k.tls.clientCertSecret.name $k.tls.keyPasswordSecret.name -}}
+{{- if or (and $k.sasl.mechanism (ne $k.sasl.mechanism "OAUTHBEARER") $k.sasl.passwordSecret.name) (and (eq $k.sasl.mechanism "OAUTHBEARER") $k.sasl.oauthbearer.clientSecretSecret.name) $k.tls.caSecret.name $k.tls.clientCertSecret.name $k.tls.keyPasswordSecret.name -}}
 true
 {{- end -}}
 {{- end -}}
@@ -103,7 +103,22 @@ true
   value: {{ .Values.herald.logFormat | quote }}
 - name: HERALD_KAFKA_SECURITY_PROTOCOL
   value: {{ $k.securityProtocol | quote }}
-{{- if $k.sasl.mechanism }}
+{{- if eq $k.sasl.mechanism "OAUTHBEARER" }}
+{{- $o := $k.sasl.oauthbearer }}
+- name: HERALD_KAFKA_SASL_MECHANISM
+  value: OAUTHBEARER
+- name: HERALD_KAFKA_OAUTHBEARER_CLIENT_ID
+  value: {{ required "kafka.sasl.oauthbearer.clientId is required with OAUTHBEARER" $o.clientId | quote }}
+- name: HERALD_KAFKA_OAUTHBEARER_TOKEN_ENDPOINT_URL
+  value: {{ required "kafka.sasl.oauthbearer.tokenEndpointUrl is required with OAUTHBEARER" $o.tokenEndpointUrl | quote }}
+{{- if $o.scope }}
+- name: HERALD_KAFKA_OAUTHBEARER_SCOPE
+  value: {{ $o.scope | quote }}
+{{- end }}
+{{- $_ := required "kafka.sasl.oauthbearer.clientSecretSecret.name is required with OAUTHBEARER" $o.clientSecretSecret.name }}
+- name: HERALD_KAFKA_OAUTHBEARER_CLIENT_SECRET
+  value: file:/etc/herald/kafka/oauthbearer-client-secret
+{{- else if $k.sasl.mechanism }}
 - name: HERALD_KAFKA_SASL_MECHANISM
   value: {{ $k.sasl.mechanism | quote }}
 - name: HERALD_KAFKA_SASL_USERNAME
@@ -173,12 +188,19 @@ true
   projected:
     defaultMode: 0440
     sources:
-      {{- if $k.sasl.passwordSecret.name }}
+      {{- if and $k.sasl.mechanism (ne $k.sasl.mechanism "OAUTHBEARER") $k.sasl.passwordSecret.name }}
       - secret:
           name: {{ $k.sasl.passwordSecret.name }}
           items:
             - key: {{ $k.sasl.passwordSecret.key }}
               path: sasl-password
+      {{- end }}
+      {{- if and (eq $k.sasl.mechanism "OAUTHBEARER") $k.sasl.oauthbearer.clientSecretSecret.name }}
+      - secret:
+          name: {{ $k.sasl.oauthbearer.clientSecretSecret.name }}
+          items:
+            - key: {{ $k.sasl.oauthbearer.clientSecretSecret.key }}
+              path: oauthbearer-client-secret
       {{- end }}
       {{- if $k.tls.caSecret.name }}
       - secret:
