@@ -224,3 +224,33 @@ def test_which_kafka_errors_send_an_event_to_the_spool() -> None:
     assert record_error(exc(KafkaError.MSG_SIZE_TOO_LARGE)) and record_error(exc(KafkaError.INVALID_RECORD))
     for code in (KafkaError._FATAL, KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError._MSG_TIMED_OUT):
         assert not record_error(exc(code)), code
+
+
+def _fill_until_the_disk_refuses(directory: str, queue: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    import resource
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
+    spool = Spool(directory, max_bytes=1 << 30)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (3000, 3000))  # a disk that is full at 3,000 bytes a file
+    taken = 0
+    try:
+        for i in range(100):
+            spool.append([rec(i, 200)])
+            taken += 1
+    except SpoolError as exc:
+        queue.put((taken, str(exc), spool.records))
+        return
+    queue.put((taken, "", spool.records))
+
+
+def test_a_full_disk_is_a_spool_error_and_leaves_no_half_record(tmp_path: Path) -> None:
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_fill_until_the_disk_refuses, args=(str(tmp_path), queue))
+    proc.start()
+    taken, error, records = queue.get(timeout=30)
+    proc.join(10)
+    assert error.startswith(f"cannot write to spool directory {tmp_path}") and 0 < taken == records, (taken, error)
+    again = Spool(tmp_path, max_bytes=1 << 30)
+    assert again.dropped_torn == 0  # the failed append was rolled back, not left torn
+    assert numbers(again) == list(range(taken))
+    again.close()
