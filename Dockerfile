@@ -13,6 +13,10 @@ ARG PYTHON_IMAGE=docker.io/library/python:3.11-slim-bookworm@sha256:a36c24f9cbdf
 
 # --- build: a virtual environment in /opt/herald ------------------------------------------------
 FROM ${PYTHON_IMAGE} AS build
+# scripts/build-image.sh mounts a directory of the dependencies' wheels (.cache/image/wheels) and
+# sets these; a plain build leaves them unset and pip uses the package index and its cache mount
+ARG PIP_FIND_LINKS
+ARG PIP_NO_INDEX
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ROOT_USER_ACTION=ignore
 RUN python3 -m venv /opt/herald

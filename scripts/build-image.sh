@@ -108,6 +108,33 @@ base() {
     esac
 }
 
+# The dependencies as wheels in $BASE_DIR/wheels, made by this machine's pip for the base's
+# Python (same version needed): kept between builds, so a changed pyproject.toml downloads only
+# what is new (pip's HTTP cache cannot help where the index's answers carry no caching headers).
+wheelhouse() {
+    local base="$1" wheels="$BASE_DIR/wheels" req="$BASE_DIR/requirements.txt" want have
+    want="$(podman_ run --rm --network none --entrypoint python3 "$base" -c \
+        'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null | tail -n 1)"
+    have="$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null || true)"
+    if [ -z "$want" ] || [ "$want" != "$have" ]; then
+        log "no wheel directory: the base has Python ${want:-?}, this machine ${have:-none}; pip uses the index"
+        return 1
+    fi
+    mkdir -p "$wheels"
+    python3 - "$ROOT" >"$req" <<'PY'
+import pathlib, re, sys, tomllib
+root = pathlib.Path(sys.argv[1])
+print("\n".join(tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]))
+print("\n".join(re.findall(r'"((?:setuptools|wheel)==[^"]+)"', (root / "Dockerfile").read_text())))
+PY
+    # offline first (everything already there), else fetch what is missing
+    python3 -m pip wheel --quiet --disable-pip-version-check --no-index --find-links "$wheels" \
+        --wheel-dir "$wheels" -r "$req" >/dev/null 2>&1 \
+        || python3 -m pip wheel --quiet --disable-pip-version-check --find-links "$wheels" \
+            --wheel-dir "$wheels" -r "$req" >&2 \
+        || { log "could not make the wheel directory; pip uses the index"; return 1; }
+}
+
 build() {
     local tag="${1:-localhost/herald:dev}" python_image start
     python_image="${HERALD_PYTHON_IMAGE:-$(base)}"
@@ -119,6 +146,9 @@ build() {
     # machine trusts works; it is a build-time mount only, not part of the image.
     local ca="${HERALD_BUILD_CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}" mounts=()
     [ -f "$ca" ] && mounts=(--volume "$ca:/etc/ssl/certs/ca-certificates.crt:ro")
+    if wheelhouse "$python_image"; then
+        mounts+=(--volume "$BASE_DIR/wheels:/wheels:ro" --build-arg PIP_FIND_LINKS=/wheels --build-arg PIP_NO_INDEX=1)
+    fi
     local build=(build --quiet --format docker --layers --network host "${mounts[@]}"
         --build-arg "PYTHON_IMAGE=$python_image" -f "$ROOT/Dockerfile")
     # the build stage gets a tag of its own, so that pruning the images earlier builds left
