@@ -39,6 +39,8 @@ from tests.harness import FIXTURES, ROOT
 CHART = ROOT / "deploy" / "helm" / "herald"
 SECURE = FIXTURES / "helm-values-secure.yaml"
 RELEASE, NAMESPACE = "sec", "herald"
+# a cold build of helm (modules from the Go module proxy, compiling on two cores) takes minutes
+pytestmark = pytest.mark.timeout(1800)
 
 # --- helm ------------------------------------------------------------------------------------
 
