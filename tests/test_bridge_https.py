@@ -38,7 +38,8 @@ async def test_bridge_answers_on_http_and_https(tmp_path: Path, monkeypatch: pyt
     http_port, https_port = free_port(), free_port()
     config = parse_config({"herald": {"kafka-bootstrap-servers": kafka.bootstrap, "topic-prefix": "tls.",  # type: ignore[attr-defined]
                                       "http-listen": f"127.0.0.1:{http_port}",
-                                      "https-listen": f"127.0.0.1:{https_port}"}}, environ={})
+                                      "https-listen": f"127.0.0.1:{https_port}",
+                                      "spool": {"dir": str(tmp_path / "spool")}}}, environ={})
     stop = asyncio.Event()
     task = asyncio.create_task(serve(config, stop))
     ctx = ssl.create_default_context(cafile=str(cert))
