@@ -23,7 +23,7 @@ from app.errors import HeraldError, PolicyError
 from app.kafka_client import client_config, consumer_config, make_admin, producer_config
 from app.kafkawindow import WindowReader
 from app.policy.engine import EmbeddedEngine
-from app.topics import Topics
+from app.topics import SizeLimits, Topics
 
 
 @dataclass
@@ -99,7 +99,9 @@ class DeadLetters:
                 engine.add_module("--filter", f"package herald.redrive\n\ndefault allow = false\n\nallow {{\n{where}\n}}\n")
             except PolicyError as exc:
                 raise HeraldError(f"--filter does not compile: {exc}") from None
-        producer = Producer(producer_config(self.kafka))
+        # a dead letter's original is an action message: as large as the worker's (app.topics.SizeLimits)
+        producer = Producer(producer_config(
+            self.kafka, **{"message.max.bytes": SizeLimits(self.config.herald.body_limit).pipeline}))
         counts = {"redriven": 0, "skipped": 0}
         for dl in self.read(action, since_s):
             original = dl.record.get("original")

@@ -33,7 +33,7 @@ import orjson
 from app.config import Config
 from app.errors import EventError, HeraldError, KafkaUnavailableError
 from app.router import ORIGIN_KAFKA, EventMeta, Router, RoutingResult
-from app.topics import Topics
+from app.topics import SizeLimits, Topics
 
 
 @dataclass(slots=True)
@@ -153,7 +153,8 @@ class ActionSender:
         self.topics = Topics(config.herald.topic_prefix)
         # murmur2 (producer_config's partitioner): the partition the worker's own producer picks for
         # the key, so the action agent's per-partition delivered-keys check sees a replayed duplicate
-        self.producer = Producer(producer_config(config.herald, **{"linger.ms": 5}))
+        self.producer = Producer(producer_config(
+            config.herald, **{"linger.ms": 5, "message.max.bytes": SizeLimits(config.herald.body_limit).pipeline}))
         self.errors: list[str] = []
         self.sent: Counter[str] = Counter()
 

@@ -56,11 +56,18 @@ def topic_limit(conf: dict[str, Any], topic: str) -> int:
 
 
 def test_a_500kb_aqua_scan_is_delivered_and_an_oversized_body_is_413(kafka: Any, tmp_path: Path) -> None:
+    """Also through the dead-letter path: an action that refuses the scan once dead-letters it
+    (1.1 MB: the action message as its original), and ``herald dlq redrive`` delivers it."""
     scan = aqua_scan(500_000)
     assert 490_000 < len(scan) < 520_000
     sink = Sink()
     sink.expect("/events", content_type=None, json=True)
-    with sink, Herald(kafka, config(sink), tmp_path) as herald:
+    sink.script("/refuses", [400], then=200)
+    cfg = config(sink)
+    cfg["routes"][0]["actions"].append("refuses")
+    cfg["actions"].append({"name": "refuses", "type": "webhook", "enable": True, "url": sink.url + "/refuses",
+                           "retry-max-attempts": 1})
+    with sink, Herald(kafka, cfg, tmp_path) as herald:
         status, body = herald.post(scan)
         assert status == 200, body
         event_id = body["event_id"]
@@ -69,13 +76,21 @@ def test_a_500kb_aqua_scan_is_delivered_and_an_oversized_body_is_413(kafka: Any,
         assert len(request.body) > len(scan)  # the whole scan, rendered again
         [delivery] = herald.wait_deliveries(event_id, "sink")
         assert delivery["outcome"] == "delivered"
+        [(_, _, dead)] = herald.read_positions("dlq.refuses", 1)
+        assert len(dead) > 1_000_000 and json.loads(dead)["event_id"] == event_id  # over Kafka's 1 MB default
+        redrive = subprocess.run([sys.executable, "-m", "app.cli", "dlq", "redrive", "refuses", "--config",
+                                  str(herald.cfg_path)], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                                 check=False)
+        assert redrive.returncode == 0 and json.loads(redrive.stdout) == {"redriven": 1, "skipped": 0}, redrive.stderr
+        first, second = sink.wait_for("/refuses", 2, timeout=60)
+        assert second.body == first.body and len(second.body) > len(scan)
         action_messages = herald.read_positions("action.sink", 1)
         assert len(action_messages[0][2]) > 1_000_000, "the action message should be over Kafka's 1 MB default"
         # over the limit: 413, and nothing reaches Kafka
         status, body = herald.post(b'{"pad": "' + b"x" * (10 * MIB) + b'"}')
         assert status == 413 and "exceeds the limit of 10485760 bytes" in body["error"], (status, body)
         assert [r["image"] for r in herald.read_topic("events")] == [json.loads(scan)["image"]]
-        for dlq in ("dlq.router", "dlq.sink"):
+        for dlq in ("dlq.router", "dlq.sink"):  # (dlq.refuses holds the one refusal above)
             assert herald.read_topic(dlq) == [], dlq
         conf = kafka.client_config()
         limits = SizeLimits(10 * MIB)
