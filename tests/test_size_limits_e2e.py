@@ -147,3 +147,24 @@ def test_a_producer_property_below_the_limit_is_refused_at_start(kafka: Any, tmp
         assert (f"herald.kafka.properties.message.max.bytes: 1000000 is below the {need} bytes") in done.stderr, (
             kind, done.stderr[-2000:])
         assert "herald.body-limit" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_an_event_just_under_the_body_limit_is_delivered(kafka: Any, tmp_path: Path) -> None:
+    """The limit is the pipeline's: an Aqua scan just under ``body-limit`` (2 MiB here) gets
+    through every topic (its raw-json action message is 2.2x that) to the destination."""
+    scan = aqua_scan(2 * MIB - 20_000)
+    assert 2 * MIB - 40_000 < len(scan) <= 2 * MIB
+    sink = Sink()
+    sink.expect("/events", content_type=None, json=True)
+    cfg = {**config(sink), "herald": {"body-limit": "2MiB"}}
+    with sink, Herald(kafka, cfg, tmp_path) as herald:
+        status, body = herald.post(scan)
+        assert status == 200, body
+        [request] = sink.wait_for("/events", 1, timeout=120)
+        assert json.loads(request.body)["image"] == json.loads(scan)["image"]
+        [(_, _, action_message)] = herald.read_positions("action.sink", 1)
+        assert len(action_message) > 2 * len(scan)
+        assert herald.post(b'{"pad": "' + b"x" * (2 * MIB) + b'"}')[0] == 413
+        for dlq in ("dlq.router", "dlq.sink"):
+            assert herald.read_topic(dlq) == [], dlq
+    print(f"\n{len(scan)} byte scan (limit {2 * MIB}) delivered; action message {len(action_message)} bytes")
