@@ -304,8 +304,6 @@ class Herald:
             self.env.pop(key, None)
         # every worker's admin listener on a free port of its own (several workers share one config)
         self.env.setdefault("HERALD_ADMIN_LISTEN", "127.0.0.1:0")
-        # every worker's admin listener on a free port of its own (several workers share one config)
-        self.env.setdefault("HERALD_ADMIN_LISTEN", "127.0.0.1:0")
         self.want_bridge = bridge
         self.n_workers = workers
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -429,16 +427,6 @@ class Herald:
         problems = self.problems()
         if problems:
             _fail_unless_failing(f"Herald processes ({self.prefix}) failed:\n\n" + "\n\n".join(problems), exc)
-
-    def admin_url(self, name: str = "worker", timeout: float = 30.0) -> str:
-        """``http://host:port`` of the admin listener of worker ``name`` (from its start log line)."""
-        marker = "admin listening on http://"
-
-        def found() -> str | None:
-            lines = [ln for ln in self.log_text(name).splitlines() if marker in ln]
-            return "http://" + lines[-1].split(marker, 1)[1].split()[0] if lines else None
-
-        return str(wait_until(found, timeout, f"the admin listener of {name}"))
 
     def admin_url(self, name: str = "worker", timeout: float = 30.0) -> str:
         """``http://host:port`` of the admin listener of worker ``name`` (from its start log line)."""
