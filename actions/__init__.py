@@ -5,8 +5,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from app import config as app_config
-from app.configmodel import ActionConfig
+from app.config import loader as app_config
+from app.config.model import ActionConfig
 from app.errors import ConfigError
 
 # One line per action: lowercased type name -> "module:Class". The name is also the module name,
@@ -61,16 +61,16 @@ def action_class(type_name: str, path: str = "type") -> Any:
 
 
 def config_model(type_name: str, path: str = "type") -> type[ActionConfig]:
-    """The config model of an action type (``app.config.ActionModels``)."""
+    """The config model of an action type (``app.config.loader.ActionModels``)."""
     model: type[ActionConfig] = action_class(type_name, path).config_model
     return model
 
 
 def parse_config(data: Any, path: str = "<config>", environ: dict[str, str] | None = None) -> app_config.Config:
-    """``app.config.parse_config`` with every action's keys checked by its type's model."""
+    """``app.config.loader.parse_config`` with every action's keys checked by its type's model."""
     return app_config.parse_config(data, path, environ, action_models=config_model)
 
 
 def load_config(path: str, environ: dict[str, str] | None = None) -> app_config.Config:
-    """Read and check a cfg.yaml (``app.config.load_config``) with the registered action types."""
+    """Read and check a cfg.yaml (``app.config.loader.load_config``) with the registered action types."""
     return app_config.load_config(path, environ, action_models=config_model)

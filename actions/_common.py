@@ -15,7 +15,7 @@ from pydantic import BeforeValidator
 
 from actions._config import key_error, merge_secret_file
 from app import redact
-from app.configmodel import PosteeModel, parse_duration
+from app.config.model import PosteeModel, parse_duration
 from app.errors import ConfigError, RetryableActionError
 from app.messages import ActionMessage
 

@@ -2,7 +2,7 @@
 cross-key errors that keep their key path, and a redacted Basic auth header.
 
 Postee expands a leading ``$NAME`` in ``user``, ``password`` and ``token``; ``SecretStr``
-(app.configmodel) does it for secrets and ``EnvPStr`` here does it for ``user``. Herald adds a
+(app.config.model) does it for secrets and ``EnvPStr`` here does it for ``user``. Herald adds a
 ``<key>-file`` companion for each secret so that a mounted Kubernetes Secret can be used without
 putting the value in the config file or the environment.
 """
@@ -17,7 +17,7 @@ from pydantic import BeforeValidator, ValidationError, WithJsonSchema
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from app import redact
-from app.configmodel import PosteeModel, Secret, _to_str, read_secret_file, yaml_kind
+from app.config.model import PosteeModel, Secret, _to_str, read_secret_file, yaml_kind
 from app.errors import ConfigError
 
 

@@ -44,7 +44,7 @@ from pydantic import Field, field_validator
 
 from actions._common import PendingRequests, Timeout, deliver_resumable, stable_key, truncate
 from actions.base import Action, ActionConfig
-from app.configmodel import PStr
+from app.config.model import PStr
 from app.content import Content
 from app.errors import (
     ActionError,

@@ -4,14 +4,14 @@ An action is one module in ``actions/``: a strict config model and an ``Action``
 pure ``build_payload(message) -> request`` and an ``async send(request)`` that returns on success
 and raises ``RetryableActionError`` or ``PermanentActionError`` otherwise. The runner
 (``actions/runner.py``) alone retries, logs and dead-letters. ``ActionConfig``, the keys every
-action has, is core configuration (``app.configmodel``): the config loader types a Config with it.
+action has, is core configuration (``app.config.model``): the config loader types a Config with it.
 """
 
 from __future__ import annotations
 
 from typing import ClassVar, Generic, TypeVar
 
-from app.configmodel import ActionConfig
+from app.config.model import ActionConfig
 from app.messages import ActionMessage
 
 

@@ -21,7 +21,7 @@ from actions._common import Timeout, check_http_url
 from actions._config import SecretFile, key_error, merge_secret_file
 from actions._http import HttpRequest
 from actions.base import ActionConfig, HttpClientAction
-from app.configmodel import PStr, Secret, SecretStr
+from app.config.model import PStr, Secret, SecretStr
 from app.errors import PermanentActionError
 from app.messages import ActionMessage
 from app.redact import redact

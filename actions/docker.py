@@ -39,12 +39,12 @@ from actions._common import timeout_default
 from actions._placeholders import EventView, substitute
 from actions.base import Action, ActionConfig
 from actions.exec import OUTPUT_LIMIT, TAIL_IN_ERROR, parse_env_entries
-from app.configmodel import PStr, PStrList
+from app.config.model import PStr, PStrList
 from app.errors import PermanentActionError, RetryableActionError
 from app.messages import ActionMessage
 from app.errors import ConfigError
 from app.redact import redact
-from app.settings import parse_size
+from app.config.settings import parse_size
 
 log = logging.getLogger("herald.actions.docker")
 

@@ -34,7 +34,7 @@ from pydantic import Field, StrictBool, StrictInt, field_validator, model_valida
 from actions._common import PendingRequests, Timeout, deliver_resumable, html_to_text, require_secret
 from actions._config import SecretFile, key_error
 from actions.base import Action, ActionConfig
-from app.configmodel import PStr, PStrList, Secret, SecretStr
+from app.config.model import PStr, PStrList, Secret, SecretStr
 from app.errors import ActionError, PermanentActionError, RetryableActionError
 from app.messages import ActionMessage
 from app.redact import redact

@@ -34,7 +34,7 @@ from pydantic import Field, field_validator, model_validator
 from actions._common import timeout_default
 from actions._placeholders import EventView, substitute
 from actions.base import Action, ActionConfig
-from app.configmodel import PStr, PStrList
+from app.config.model import PStr, PStrList
 from app.errors import PermanentActionError, RetryableActionError
 from app.messages import ActionMessage
 from app.redact import redact

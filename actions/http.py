@@ -33,7 +33,7 @@ from actions._common import timeout_default
 from actions._http import HttpRequest
 from actions._placeholders import EventView, looks_like_json, substitute, substitute_json
 from actions.base import ActionConfig, HttpClientAction
-from app.configmodel import PStr, PStrList
+from app.config.model import PStr, PStrList
 from app.errors import PermanentActionError
 from app.messages import ActionMessage
 

@@ -45,7 +45,7 @@ from actions._common import Timeout, check_http_url
 from actions._config import EnvPStr, SecretFile, key_error, merge_secret_file
 from actions._http import parse_retry_after
 from actions.base import Action, ActionConfig
-from app.configmodel import PStr, PStrList, Secret, SecretStr, _to_str
+from app.config.model import PStr, PStrList, Secret, SecretStr, _to_str
 from app.errors import ActionError, PermanentActionError, RetryableActionError
 from app.messages import ActionMessage
 from app.redact import redact

@@ -64,7 +64,7 @@ from actions._kubenames import (
 )
 from actions._placeholders import EventView, NonJson, has_placeholder, substitute
 from actions.base import Action, ActionConfig
-from app.configmodel import PStr
+from app.config.model import PStr
 from app.errors import ActionError, PermanentActionError, RetryableActionError
 from app.messages import ActionMessage
 from app.redact import redact

@@ -26,7 +26,7 @@ from actions._common import check_http_url, timeout_default
 from actions._config import EnvPStr, SecretFile, basic_auth_header, key_error, merge_secret_file
 from actions._http import HttpRequest, HttpResponse
 from actions.base import ActionConfig, HttpClientAction
-from app.configmodel import PStr, Secret, SecretStr
+from app.config.model import PStr, Secret, SecretStr
 from app.errors import PermanentActionError
 from app.messages import ActionMessage
 from app.redact import redact

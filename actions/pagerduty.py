@@ -37,7 +37,7 @@ from actions._common import Timeout, check_http_url, require_secret, stable_key,
 from actions._config import SecretFile
 from actions._http import HttpRequest
 from actions.base import ActionConfig, HttpClientAction
-from app.configmodel import PStr, Secret, SecretStr
+from app.config.model import PStr, Secret, SecretStr
 from app.content import Content
 from app.messages import ActionMessage
 

@@ -26,7 +26,7 @@ from actions._common import Timeout, check_http_url
 from actions._config import EnvPStr, SecretFile, basic_auth_header, key_error, merge_secret_file
 from actions._http import HttpRequest
 from actions.base import ActionConfig, HttpClientAction
-from app.configmodel import PStr, Secret, SecretStr
+from app.config.model import PStr, Secret, SecretStr
 from app.messages import ActionMessage
 
 DEFAULT_TABLE = "incident"

@@ -30,7 +30,7 @@ from actions._common import PendingRequests, Timeout, deliver_resumable, require
 from actions._config import SecretFile
 from actions._http import HttpRequest
 from actions.base import ActionConfig, HttpClientAction
-from app.configmodel import Secret, SecretStr
+from app.config.model import Secret, SecretStr
 from app.errors import PermanentActionError
 from app.messages import ActionMessage
 

@@ -32,7 +32,7 @@ from actions._common import Timeout, aqua_server, html_to_text, require_secret_u
 from actions._config import SecretFile
 from actions._http import HttpRequest
 from actions.base import ActionConfig, HttpClientAction
-from app.configmodel import PStr, Secret, SecretStr
+from app.config.model import PStr, Secret, SecretStr
 from app.messages import ActionMessage
 
 SIZE_LIMIT = 18000  # Postee's limit; Teams refuses messages over about 28 KB

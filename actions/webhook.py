@@ -12,7 +12,7 @@ from pydantic import Field, field_validator
 
 from actions._http import HttpRequest
 from actions.base import ActionConfig, HttpClientAction
-from app.configmodel import PStr, parse_duration
+from app.config.model import PStr, parse_duration
 from app.messages import ActionMessage
 
 

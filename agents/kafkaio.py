@@ -42,9 +42,9 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from agents.offsets import TP, OffsetTracker
-from app import metrics
+from app.telemetry import metrics
 from app.errors import ConfigError
-from app.kafka_client import consumer_config, producer_config
+from app.kafka.client import consumer_config, producer_config
 
 log = logging.getLogger("herald.kafka")
 
@@ -117,7 +117,7 @@ class KafkaIO:
         revoke_timeout: float = 20.0,
         max_message_bytes: int | None = None,
     ) -> None:
-        """``max_message_bytes``: the largest record the worker produces (``app.topics.SizeLimits``
+        """``max_message_bytes``: the largest record the worker produces (``app.kafka.topics.SizeLimits``
         ``.pipeline``); a larger ``message.max.bytes`` in ``herald.kafka.properties`` is kept, a
         smaller one raises ``ConfigError``."""
         self.topics = topics

@@ -25,17 +25,17 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
-from app import logformat, metrics
+from app.telemetry import logformat, metrics
 from app.content import Content
 from app.errors import HeraldError, KafkaUnavailableError
-from app.kafkawindow import WindowReader
+from app.kafka.window import WindowReader
 from app.messages import ActionMessage
-from app.state import Batch
+from app.routing.state import Batch
 
 if TYPE_CHECKING:
     from agents.kafkaio import KafkaIO, Ticket
-    from app.config import Config
-    from app.router import Router
+    from app.config.loader import Config
+    from app.routing.router import Router
 
 log = logging.getLogger("herald.state")
 

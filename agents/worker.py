@@ -6,7 +6,7 @@
 
 One consumer (``agents.kafkaio``) in the worker's consumer group reads every input topic; its
 messages are handed to the stage of their topic on the event loop. Routing, rendering and
-delivering are plain functions and classes (``app.router``, ``actions.runner``, ``actions``); this
+delivering are plain functions and classes (``app.routing.router``, ``actions.runner``, ``actions``); this
 module only moves messages between them and Kafka.
 
 Delivery semantics (at least once): a message is finished, and its offset may be committed,
@@ -32,19 +32,20 @@ from actions import action_class
 from actions.base import Action
 from agents.kafkaio import TP, KafkaFatalError, KafkaIO, Ticket
 from agents.stateful import RouteState
-from app import logformat, metrics
-from app.admin import Admin, ReloadResult, admin_exposure_problem, config_hash
+from app.telemetry import logformat, metrics
+from agents.admin import Admin, admin_exposure_problem
+from app.config.reload import ReloadResult, config_hash
 from actions import load_config
-from app.config import Config
-from app.delivered import RETENTION_S, DeliveredKeys
+from app.config.loader import Config
+from app.kafka.delivered import RETENTION_S, DeliveredKeys
 from app.errors import ConfigError, EventError, HeraldError
-from app.kafka_admin import admin as kafka_admin
-from app.kafka_admin import ensure_topics, wait_topics
-from app.kafka_client import client_config, consumer_config
+from app.kafka.admin import admin as kafka_admin
+from app.kafka.admin import ensure_topics, wait_topics
+from app.kafka.client import client_config, consumer_config
 from app.messages import ActionMessage, DeadLetter
-from app.router import EventMeta, Router
+from app.routing.router import EventMeta, Router
 from actions.runner import Outcome, RetryPolicy, deliver
-from app.topics import SizeLimits, Topics
+from app.kafka.topics import SizeLimits, Topics
 
 log = logging.getLogger("herald.worker")
 

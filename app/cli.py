@@ -27,16 +27,16 @@ import orjson
 import yaml
 
 from actions import load_config
-from app.config import Config, config_path
+from app.config.loader import Config, config_path
 from app.errors import ConfigError, HeraldError
-from app.logformat import FORMATS, formatter, log_format
+from app.telemetry.logformat import FORMATS, formatter, log_format
 from app.redact import RedactingFilter
 
 log = logging.getLogger("herald")
 
 
 def setup_logging(debug: bool = False, fmt: str = "text") -> None:
-    """``fmt``: ``text`` (one line per record) or ``json`` (one JSON object per line, ``app.logformat``)."""
+    """``fmt``: ``text`` (one line per record) or ``json`` (one JSON object per line, ``app.telemetry.logformat``)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter(fmt))
     handler.addFilter(RedactingFilter())
@@ -54,7 +54,7 @@ def _probe(config: Config) -> None:
     """Fail fast: connect to Kafka once with the configured security settings; a wrong password,
     an unknown CA, a plaintext client on a TLS/SASL listener or no broker at all raises
     KafkaConnectError (one line, exit 1) within seconds instead of librdkafka retrying forever."""
-    from app.kafka_client import client_config, probe
+    from app.kafka.client import client_config, probe
 
     probe(client_config(config.herald), timeout=PROBE_TIMEOUT_S)
 
@@ -69,7 +69,7 @@ def _load(args: argparse.Namespace, kafka: bool = True, listens: bool = False) -
     for warning in config.warnings:
         log.warning("config: %s", warning)
     if listens:
-        from app.bridge import exposure_problem
+        from app.ingest.bridge import exposure_problem
 
         problem = exposure_problem(config)
         if problem:
@@ -92,7 +92,7 @@ def _kafka_line(config: Config) -> str:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     config = load_config(args.file)
-    from app.router import Router
+    from app.routing.router import Router
 
     problems = []
     logging.getLogger("herald.templates").setLevel(logging.WARNING)  # replacements: printed below
@@ -103,19 +103,19 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             print(f"template package {package}: built-in replaced by {', '.join(files)}")
     except HeraldError as exc:
         problems = [str(exc)]
-    from app.bridge import exposure_problem, exposure_warning
+    from app.ingest.bridge import exposure_problem, exposure_warning
 
     exposure = exposure_problem(config)
     if exposure:
         problems.append(exposure)
     elif exposure_warning(config):
         config.warnings.append(str(exposure_warning(config)))
-    from app.admin import admin_exposure_problem
+    from agents.admin import admin_exposure_problem
 
     admin_exposure = admin_exposure_problem(config)  # the worker would not start either
     if admin_exposure:
         problems.append(admin_exposure)
-    from app.router import guard_warnings
+    from app.routing.router import guard_warnings
 
     config.warnings.extend(guard_warnings(config))
     for warning in config.warnings:
@@ -124,7 +124,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         print(f"error: {problem}")
     if problems:
         return 1
-    from app.kafka_client import client_config, validate
+    from app.kafka.client import client_config, validate
 
     validate(client_config(config.herald))  # librdkafka's own checks, offline
     if args.connect:
@@ -136,7 +136,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_bridge(args: argparse.Namespace) -> int:
-    from app.bridge import run_bridge
+    from app.ingest.bridge import run_bridge
     from app.errors import KafkaConnectError
 
     config = _load(args, kafka=False, listens=True)
@@ -173,11 +173,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     config = _load(args)
     setup_logging(config.herald.debug, args.log_format)
-    from app.router import guard_warnings
+    from app.routing.router import guard_warnings
 
     for warning in guard_warnings(config):  # the worker applies the guard: it warns, once per start
         log.warning("%s", warning)
-    from app.admin import admin_exposure_problem
+    from agents.admin import admin_exposure_problem
 
     problem = admin_exposure_problem(config)
     if problem:
@@ -234,7 +234,7 @@ def _say(args: argparse.Namespace, text: str, level: int = logging.INFO) -> None
 
 
 def cmd_kafka_local(args: argparse.Namespace) -> int:
-    from app.kafka_local import LocalKafka
+    from app.devtools.kafka_local import LocalKafka
 
     k = LocalKafka(Path(args.state_dir), port=args.port, controller_port=args.port + 1, secured=args.secured)
     if args.op == "start":
@@ -261,8 +261,8 @@ def _read_event(path: str) -> bytes:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from app.policy.engine import make_engine
-    from app.policy.templates import BUILTIN_TEMPLATE_DIR, PackageTemplate, TemplateLibrary
+    from app.routing.policy.engine import make_engine
+    from app.routing.policy.templates import BUILTIN_TEMPLATE_DIR, PackageTemplate, TemplateLibrary
 
     if args.engine == "opa" and not args.opa_url:
         raise ConfigError("--engine opa needs --opa-url (e.g. http://127.0.0.1:8181)", "--opa-url")
@@ -291,7 +291,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
-# test-route --origin: the Kafka headers of the event simulated (see app/router.py, the guard)
+# test-route --origin: the Kafka headers of the event simulated (see app/routing/router.py, the guard)
 TEST_ROUTE_ORIGINS = {
     "unauthenticated": {"herald-source": "127.0.0.1"},  # posted to the bridge without credentials
     "bearer": {"herald-source": "127.0.0.1", "herald-authenticated": "bearer"},
@@ -302,7 +302,7 @@ TEST_ROUTE_ORIGINS = {
 
 
 def cmd_test_route(args: argparse.Namespace) -> int:
-    from app.router import EventMeta, Router
+    from app.routing.router import EventMeta, Router
 
     config = load_config(config_path(args.config))
     router = Router(config)
@@ -335,8 +335,8 @@ def cmd_test_route(args: argparse.Namespace) -> int:
 
 
 def cmd_dlq(args: argparse.Namespace) -> int:
-    from app.dlq import DeadLetters
-    from app.eventtime import parse_when
+    from app.forensics.dlq import DeadLetters
+    from app.forensics.eventtime import parse_when
 
     dl = DeadLetters(_load(args))
     if args.op == "list":
@@ -364,13 +364,13 @@ def cmd_dlq(args: argparse.Namespace) -> int:
 
 
 def cmd_timeline(args: argparse.Namespace) -> int:
-    from app.timeline import run_cli
+    from app.forensics.timeline import run_cli
 
     return run_cli(args, _load(args))
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from app.replay import run_cli
+    from app.forensics.replay import run_cli
 
     return run_cli(args, _load(args, kafka=not args.from_file or bool(args.to_actions)), load_config)
 
@@ -441,8 +441,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("event", help="event JSON file ('-' for stdin)")
     sp.set_defaults(fn=cmd_test_route)
 
-    # forensics (issue 7): app/timeline.py and app/replay.py own their options
-    from app import replay, timeline
+    # forensics (issue 7): app/forensics/timeline.py and app/forensics/replay.py own their options
+    from app.forensics import replay, timeline
 
     sp = sub.add_parser("timeline", help="a window of events per entity, in event-time order")
     with_config(sp)

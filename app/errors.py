@@ -8,7 +8,7 @@ exceptions are translated at the boundary that calls the library.
     ├── EventError                   an event is not a JSON object, or otherwise unroutable
     ├── KafkaUnavailableError        the broker cannot be reached (bridge answers 503)
     │   └── KafkaConnectError        a client cannot connect at start: authentication, TLS, wrong
-    │                                security protocol, nothing listening (app.kafka_client.probe)
+    │                                security protocol, nothing listening (app.kafka.client.probe)
     └── ActionError                  delivering to an action failed
         ├── RetryableActionError     try again later (408/429/5xx, connection errors); may carry retry_after
         ├── PermanentActionError     retrying cannot help (other 4xx, bad payload, bad config)

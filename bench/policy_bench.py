@@ -25,11 +25,12 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 import orjson
 
-from app.config import RouteConfig
-from app.policy.engine import EmbeddedEngine, PolicyEngine
-from app.policy.filters import RouteFilters
-from app.policy.opa import OpaEngine, OpaServer
-from app.policy.templates import BUILTIN_TEMPLATE_DIR, PackageTemplate, TemplateLibrary
+from app.config.loader import RouteConfig
+from app.routing.policy.engine import EmbeddedEngine, PolicyEngine
+from app.routing.policy.filters import RouteFilters
+from app.devtools.opa_local import OpaServer
+from app.routing.policy.opa import OpaEngine
+from app.routing.policy.templates import BUILTIN_TEMPLATE_DIR, PackageTemplate, TemplateLibrary
 
 FIXTURES = Path(os.environ.get("HERALD_FIXTURES", str(Path(__file__).resolve().parent.parent / "tests" / "fixtures")))
 EVENT = FIXTURES / "postee" / "aqua-input.json"

@@ -34,7 +34,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import orjson
 
 from actions import parse_config
-from app.router import EventMeta, Router
+from app.routing.router import EventMeta, Router
 from tests.harness import FIXTURES
 
 TEMPLATES = {"raw-json": "postee.rawmessage.json", "vuls-html": "postee.vuls.html", "vuls-slack": "postee.vuls.slack"}

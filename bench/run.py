@@ -29,7 +29,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app.kafka_local import KAFKA_VERSION, LocalKafka
+from app.devtools.kafka_local import KAFKA_VERSION, LocalKafka
 from bench.load import Events, PostStats, ProcessSampler, post_closed_loop, post_fixed_rate, produce_direct
 from bench.stack import (
     BenchHerald,
@@ -186,7 +186,7 @@ class Bench:
 
     def replay(self, prefix: str) -> None:
         try:
-            from app.timeline import bench_read
+            from app.forensics.timeline import bench_read
         except ImportError as exc:
             self.results["replay_events_per_s"] = None
             self.notes["replay"] = f"herald timeline has no bench_read: {exc}"

@@ -16,7 +16,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Self
 
-from app.kafka_local import LocalKafka
+from app.devtools.kafka_local import LocalKafka
 from tests.harness import ROOT, Herald, free_port, wait_until
 
 
@@ -148,8 +148,8 @@ def start_broker(state_dir: Path) -> LocalKafka:
 
 def received_at_ms(bootstrap: str, topic: str, since_ms: int | None) -> dict[str, int]:
     """event id -> the bridge's ``herald-received-at`` (ms), read back from the events topic."""
-    from app.kafkawindow import WindowReader
-    from app.router import H_EVENT_ID, H_RECEIVED_AT
+    from app.kafka.window import WindowReader
+    from app.routing.router import H_EVENT_ID, H_RECEIVED_AT
 
     out: dict[str, int] = {}
     for rec in WindowReader(bootstrap, topic, since_ms, None):

@@ -7,7 +7,7 @@ Without --bootstrap it starts its own broker (temporary directory, free ports). 
 Tracee findings and Falco events over 50 hosts with event times shuffled across a day, so the
 external sort really has to reorder them. Exit status 1 when the peak RSS passes the bound.
 
-Where the bound comes from (app/timeline.py, measured here on 200,000 events of ~1.2 KiB):
+Where the bound comes from (app/forensics/timeline.py, measured here on 200,000 events of ~1.2 KiB):
 interpreter and imports (~45 MiB) + librdkafka's prefetch (``PREFETCH_KIB`` queued, 8 MiB fetches:
 ~60 MiB RSS) + one sort run (``--run-mib``, 32 MiB of rows, ~1.5x that with Python's objects) + one
 row and a 256 KiB read buffer per spilled run + SQLite's 4 MiB page cache for the join: ~170 MiB
@@ -37,7 +37,7 @@ FIXTURES = ROOT / "tests" / "fixtures"
 
 _MEASURE = """
 import json, resource, sys
-from app.timeline import bench_read
+from app.forensics.timeline import bench_read
 rate = bench_read(sys.argv[1], sys.argv[2], int(sys.argv[3]), run_mib=int(sys.argv[4]))
 print(json.dumps({"events_per_s": rate, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
@@ -69,7 +69,7 @@ def event_bodies(n: int, seed: int = 11) -> Any:
 def produce(bootstrap: str, prefix: str, n: int) -> float:
     from confluent_kafka import Producer
 
-    from app.kafka_admin import ensure_topics
+    from app.kafka.admin import ensure_topics
 
     topic = f"{prefix}events"
     ensure_topics(bootstrap, [topic], 6, 1)

@@ -13,7 +13,7 @@ from typing import Iterator
 
 import pytest
 
-from app.kafka_local import LocalKafka
+from app.devtools.kafka_local import LocalKafka
 from tests.harness import FIXTURES, free_port
 
 __all__ = ["FIXTURES"]

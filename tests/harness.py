@@ -271,7 +271,7 @@ class Herald:
                  env: dict[str, str] | None = None, expect_tracebacks: tuple[str, ...] = (),
                  token: str = "") -> None:
         """``token``: a bearer token added to ``herald.auth.bearer-tokens`` and sent with every
-        ``post``, so routes with system-changing actions fire (the guard in app/router.py)."""
+        ``post``, so routes with system-changing actions fire (the guard in app/routing/router.py)."""
         self.kafka = kafka
         self.token = token
         self.expected_tracebacks: list[str] = list(expect_tracebacks)
@@ -481,7 +481,7 @@ class Herald:
                        timeout: float = 30.0) -> list[tuple[int, int, bytes]]:
         """(partition, offset, value) of every record on ``<prefix><suffix>``, as ``read_topic``."""
         from app.errors import KafkaUnavailableError
-        from app.kafkawindow import WindowReader
+        from app.kafka.window import WindowReader
 
         topic = self.prefix + suffix
         deadline = time.time() + timeout

@@ -13,7 +13,7 @@ import yaml
 
 from app.cli import main
 from actions import parse_config
-from app.router import H_AUTHENTICATED, H_SOURCE, ORIGIN_BRIDGE, ORIGIN_KAFKA, EventMeta, Router, guard_warnings
+from app.routing.router import H_AUTHENTICATED, H_SOURCE, ORIGIN_BRIDGE, ORIGIN_KAFKA, EventMeta, Router, guard_warnings
 
 UNAUTHENTICATED = [(H_SOURCE, b"10.1.2.3"), ("herald-event-id", b"e-1")]
 EVENT = b'{"image": "nginx:1.16", "kind": "scan"}'
@@ -207,7 +207,7 @@ def test_test_route_rejects_an_unknown_origin(tmp_path: Path, capsys: pytest.Cap
 
 
 def test_replay_keeps_the_origin_of_recorded_events(router: Router) -> None:
-    from app.replay import Recorded, route_one
+    from app.forensics.replay import Recorded, route_one
 
     unauthenticated = route_one(router, Recorded("e-1", None, EVENT, ORIGIN_BRIDGE, ""))
     assert unauthenticated is not None and {g.route for g in unauthenticated.guarded} == set(GUARDED)

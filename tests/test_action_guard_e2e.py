@@ -26,7 +26,7 @@ from typing import Any
 
 from confluent_kafka import Producer
 
-from app.kafka_local import LocalKafka
+from app.devtools.kafka_local import LocalKafka
 from tests.harness import ROOT, Herald, Sink, wait_until
 
 TOKEN = "guard-e2e-bearer-7c2d9e"

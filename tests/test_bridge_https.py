@@ -10,7 +10,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from app.bridge import serve, tls_context
+from app.ingest.bridge import serve, tls_context
 from actions import parse_config
 from app.errors import ConfigError
 from tests.harness import free_port

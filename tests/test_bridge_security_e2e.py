@@ -25,11 +25,11 @@ import aiohttp
 import pytest
 import yaml
 
-from app.bridge import exposure_problem, exposure_warning, is_loopback, json_depth, serve
+from app.ingest.bridge import exposure_problem, exposure_warning, is_loopback, json_depth, serve
 from actions import parse_config
-from app.kafka_local import make_ca, make_server_cert
-from app.kafkawindow import WindowReader
-from app.router import H_AUTHENTICATED, H_EVENT_ID
+from app.devtools.kafka_local import make_ca, make_server_cert
+from app.kafka.window import WindowReader
+from app.routing.router import H_AUTHENTICATED, H_EVENT_ID
 from tests.harness import ROOT, TRACEBACK, Herald, free_port, wait_until
 
 TOKEN_1, TOKEN_2 = "tok-one-0123456789", "tok-two-9876543210"  # two valid at once: a rotation

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from actions import load_config, parse_config
-from app.config import config_path, parse_plugin_timeout
+from app.config.loader import config_path, parse_plugin_timeout
 from app.errors import ConfigError
 
 POSTEE_CFG = """
@@ -139,7 +139,7 @@ def test_plugin_timeout_grammar(text: str, seconds: int) -> None:
 
 def test_secrets_expand_from_environment_and_never_print(monkeypatch: pytest.MonkeyPatch) -> None:
     from actions.base import ActionConfig
-    from app.configmodel import Secret, SecretStr, validate_model
+    from app.config.model import Secret, SecretStr, validate_model
 
     class WithSecret(ActionConfig):
         password: SecretStr = Secret("")

@@ -8,8 +8,8 @@ from typing import Any
 
 from confluent_kafka import Producer
 
-from app.delivered import DeliveredKeys
-from app.kafka_admin import ensure_topics
+from app.kafka.delivered import DeliveredKeys
+from app.kafka.admin import ensure_topics
 
 
 def test_a_new_owner_reads_back_only_its_partitions_recent_keys(kafka: Any) -> None:

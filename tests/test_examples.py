@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from actions import load_config
-from app.router import EventMeta, Router
+from app.routing.router import EventMeta, Router
 from tests.harness import ROOT
 
 EVENTS = ROOT / "examples" / "events"

@@ -281,8 +281,8 @@ def test_replay_to_actions_needs_yes_then_re_drives_history_into_a_new_action(
 
 
 def test_timeline_spilled_to_many_sorted_runs_gives_the_same_rows(live: tuple[Herald, Posted, dict[str, int]]) -> None:
-    from app.timeline import Stats, TimelineQuery, timeline_rows
-    from app.topics import Topics
+    from app.forensics.timeline import Stats, TimelineQuery, timeline_rows
+    from app.kafka.topics import Topics
 
     herald, posted, _ = live
 

@@ -10,13 +10,13 @@ from typing import Any
 import orjson
 import pytest
 
-from app import extsort
-from app.entities import entity_extractor, parse_path, severity_of, source_of, title_of
+from app.forensics import extsort
+from app.forensics.entities import entity_extractor, parse_path, severity_of, source_of, title_of
 from app.errors import HeraldError
-from app.eventtime import event_time_ns, format_ns, parse_rfc3339_ns, parse_when
-from app.extsort import ExternalSorter
-from app.heraldlog import HeraldLog, summarize
-from app.timeline import WhereFilter
+from app.forensics.eventtime import event_time_ns, format_ns, parse_rfc3339_ns, parse_when
+from app.forensics.extsort import ExternalSorter
+from app.forensics.heraldlog import HeraldLog, summarize
+from app.forensics.timeline import WhereFilter
 from tests.harness import FIXTURES
 
 
@@ -175,7 +175,7 @@ def test_join_tolerates_unknown_and_missing_fields() -> None:
 
 
 def test_falco_fixture_times_are_what_the_timeline_orders_by() -> None:
-    # independent of app.eventtime: Python's own parser, microseconds as in the fixture
+    # independent of app.forensics.eventtime: Python's own parser, microseconds as in the fixture
     for event in lines("falco/events.jsonl"):
         dt = datetime.strptime(event["time"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
         expected = int(dt.timestamp()) * 10**9 + dt.microsecond * 1000
@@ -184,7 +184,7 @@ def test_falco_fixture_times_are_what_the_timeline_orders_by() -> None:
 
 def test_tracee_example_config_routes_tracee_and_falco_events() -> None:
     from actions import load_config
-    from app.router import EventMeta, Router
+    from app.routing.router import EventMeta, Router
     from tests.harness import ROOT
 
     router = Router(load_config(str(ROOT / "examples" / "tracee-cfg.yaml")))

@@ -16,9 +16,9 @@ import pytest
 
 from app import gojson
 from app.errors import ConfigError, EventError, TemplateError
-from app.eventtime import parse_rfc3339_ns
-from app.config import parse_plugin_timeout
-from app.legacy import LegacyTemplate
+from app.forensics.eventtime import parse_rfc3339_ns
+from app.config.loader import parse_plugin_timeout
+from app.routing.legacy import LegacyTemplate
 from tests.harness import FIXTURES
 from tests.test_fuzz_e2e import SEED, Gen
 
@@ -145,8 +145,8 @@ def test_router_refuses_events_nested_deeper_than_the_bridge_allows() -> None:
     engine and the Go JSON encoder, which failed with RuntimeError (400 levels) or RecursionError
     (1000 levels): a dead letter typed InternalError without the event id."""
     from actions import parse_config
-    from app.bridge import json_depth
-    from app.router import EventMeta, Router
+    from app.ingest.bridge import json_depth
+    from app.routing.router import EventMeta, Router
 
     router = Router(parse_config({"routes": [{"name": "r", "template": "raw"}],
                                   "templates": [{"name": "raw", "rego-package": "postee.rawmessage.json"}]}))

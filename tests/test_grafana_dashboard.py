@@ -1,4 +1,4 @@
-"""Issue 15: every query of the Grafana dashboard names a metric Herald exports (app.metrics)."""
+"""Issue 15: every query of the Grafana dashboard names a metric Herald exports (app.telemetry.metrics)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from app import metrics
+from app.telemetry import metrics
 
 DASHBOARD = Path(__file__).resolve().parent.parent / "deploy" / "grafana" / "herald-dashboard.json"
 

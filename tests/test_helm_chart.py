@@ -33,7 +33,7 @@ import pytest
 import yaml
 
 from actions import load_config
-from app.settings import ENV_OVERRIDES
+from app.config.settings import ENV_OVERRIDES
 from tests.harness import FIXTURES, ROOT
 
 CHART = ROOT / "deploy" / "helm" / "herald"
@@ -471,7 +471,7 @@ def image_env() -> dict[str, str]:
     return env
 
 
-# Herald reads these besides the ENV_OVERRIDES of app/settings.py
+# Herald reads these besides the ENV_OVERRIDES of app/config/settings.py
 OTHER_ENV = {"POSTEE_CFG", "AQUAALERT_CERT_PEM", "AQUAALERT_KEY_PEM", "HERALD_LOG_FORMAT", "TZ",
              "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED"}
 

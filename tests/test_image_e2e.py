@@ -30,9 +30,9 @@ from typing import Any
 import pytest
 import yaml
 
-from app.bridge import exposure_problem
+from app.ingest.bridge import exposure_problem
 from actions import load_config
-from app.settings import ENV_OVERRIDES
+from app.config.settings import ENV_OVERRIDES
 from tests.harness import ROOT, TRACEBACK, Herald, Sink, free_port, wait_until
 
 BUILD = ROOT / "scripts" / "build-image.sh"

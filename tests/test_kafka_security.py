@@ -20,8 +20,8 @@ import yaml
 from app import redact
 from actions import parse_config
 from app.errors import ConfigError, KafkaConnectError
-from app.kafka_client import client_config, consumer_config, probe, producer_config, validate
-from app.kafka_local import LocalKafka, make_ca, make_server_cert
+from app.kafka.client import client_config, consumer_config, probe, producer_config, validate
+from app.devtools.kafka_local import LocalKafka, make_ca, make_server_cert
 from tests.harness import ROOT, Herald, free_port
 
 SECRET = "s3cr3t-Never-Printed"
@@ -249,9 +249,9 @@ def test_probe_nothing_listening_fails_fast() -> None:
 def test_produce_and_consume_on_sasl_ssl(secure_kafka: LocalKafka) -> None:
     from confluent_kafka import Consumer, Producer
 
-    from app.delivered import DeliveredKeys
-    from app.kafka_admin import ensure_topics
-    from app.kafkawindow import WindowReader
+    from app.kafka.delivered import DeliveredKeys
+    from app.kafka.admin import ensure_topics
+    from app.kafka.window import WindowReader
 
     conf = secure_kafka.client_config()
     assert conf["security.protocol"] == "sasl_ssl" and conf["sasl.mechanism"] == "SCRAM-SHA-512"
@@ -377,7 +377,7 @@ def test_bridge_timeline_and_dlq_round_trip(broker: LocalKafka, tmp_path: Path) 
     lists, shows, redrives and purges dead letters: on the plain and on the SASL_SSL broker."""
     from confluent_kafka import Producer
 
-    from app.kafka_admin import ensure_topics
+    from app.kafka.admin import ensure_topics
 
     with Herald(broker, _bridge_cfg(), tmp_path, workers=0) as herald:
         if broker.secured:

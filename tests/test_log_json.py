@@ -1,4 +1,4 @@
-"""Issue 15: the JSON log format, record by record (app.logformat), and its selection."""
+"""Issue 15: the JSON log format, record by record (app.telemetry.logformat), and its selection."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from app import logformat, redact
+from app import redact
+from app.telemetry import logformat
 from app.cli import main, setup_logging
 from app.errors import HeraldError
 

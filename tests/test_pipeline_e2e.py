@@ -9,7 +9,7 @@ import pytest
 from confluent_kafka import Producer
 
 from actions import parse_config
-from app.router import EventMeta, Router
+from app.routing.router import EventMeta, Router
 from tests.harness import FIXTURES, Herald, Sink
 
 

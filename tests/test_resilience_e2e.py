@@ -12,7 +12,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from app.kafka_local import LocalKafka
+from app.devtools.kafka_local import LocalKafka
 from tests.accounting import CONCURRENCY, assert_counts, wait_all_delivered
 from tests.harness import Herald, Sink, free_port, wait_until
 

@@ -23,8 +23,8 @@ from typing import Any
 import yaml
 from confluent_kafka.admin import ConfigResource, ResourceType
 
-from app.kafka_admin import admin, ensure_topics
-from app.topics import EXPANSION, RECORD_MARGIN, SizeLimits, Topics
+from app.kafka.admin import admin, ensure_topics
+from app.kafka.topics import EXPANSION, RECORD_MARGIN, SizeLimits, Topics
 from tests.harness import FIXTURES, ROOT, Herald, Sink
 from tests.test_resilience_e2e import config
 

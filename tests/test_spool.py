@@ -1,4 +1,4 @@
-"""The disk spool (app/spool.py) on real files: order, the byte bound, torn tails after a crash,
+"""The disk spool (app/ingest/spool.py) on real files: order, the byte bound, torn tails after a crash,
 restarts, the lock, and segments deleted only once everything in them is acknowledged."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from app.spool import Position, Spool, SpoolError, SpoolFull, SpoolRecord
+from app.ingest.spool import Position, Spool, SpoolError, SpoolFull, SpoolRecord
 
 
 def rec(n: int, size: int = 0) -> SpoolRecord:
@@ -205,7 +205,7 @@ def test_spool_settings_from_the_config_and_the_environment() -> None:
 def test_which_kafka_errors_send_an_event_to_the_spool() -> None:
     from confluent_kafka import KafkaError, KafkaException
 
-    from app.bridge import transient
+    from app.ingest.bridge import transient
 
     def exc(code: int) -> KafkaException:
         return KafkaException(KafkaError(code))
@@ -220,7 +220,7 @@ def test_which_kafka_errors_send_an_event_to_the_spool() -> None:
         assert not transient(exc(code)), code
     assert not transient(ValueError("x"))
     # a spooled record is set aside only when the record itself is at fault, never for Kafka's state
-    from app.bridge import record_error
+    from app.ingest.bridge import record_error
     assert record_error(exc(KafkaError.MSG_SIZE_TOO_LARGE)) and record_error(exc(KafkaError.INVALID_RECORD))
     for code in (KafkaError._FATAL, KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError._MSG_TIMED_OUT):
         assert not record_error(exc(code)), code

@@ -30,8 +30,8 @@ import aiohttp
 import pytest
 import yaml
 
-from app.kafka_local import LocalKafka
-from app.router import H_EVENT_ID
+from app.devtools.kafka_local import LocalKafka
+from app.routing.router import H_EVENT_ID
 from tests.accounting import assert_counts, wait_all_delivered
 from tests.harness import ROOT, Herald, Sink, free_port, wait_until
 from tests.test_resilience_e2e import config
@@ -108,7 +108,7 @@ def readyz(herald: Herald) -> tuple[int, dict[str, Any]]:
 
 
 def event_ids_on_topic(herald: Herald) -> Counter[str]:
-    from app.kafkawindow import WindowReader
+    from app.kafka.window import WindowReader
 
     reader = WindowReader(herald.kafka.client_config(), herald.prefix + "events", None, None)
     return Counter(r.headers.get(H_EVENT_ID) for r in reader)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from app.content import Content
-from app.state import Batch, dedup_key
+from app.routing.state import Batch, dedup_key
 from tests.harness import FIXTURES
 
 
@@ -37,7 +37,7 @@ def test_batch_is_oldest_first_keeps_owners_and_has_a_stable_id() -> None:
 
 
 def test_delivered_keys_are_bounded_oldest_first() -> None:
-    from app.delivered import DeliveredKeys
+    from app.kafka.delivered import DeliveredKeys
 
     keys = DeliveredKeys({"bootstrap.servers": "127.0.0.1:1"}, "unused", max_keys=3)
     for i in range(5):

@@ -15,7 +15,7 @@ from pydantic.fields import FieldInfo
 
 import actions
 from actions.base import ActionConfig
-from app.configmodel import Secret
+from app.config.model import Secret
 
 # actions/base.py declares these without a description; the table should still explain them.
 _COMMON_FALLBACK = {

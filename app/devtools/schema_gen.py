@@ -14,10 +14,10 @@ from pydantic import BaseModel, Field, TypeAdapter
 from pydantic.json_schema import PydanticJsonSchemaWarning
 
 from actions import action_class, available
-from app.config import RouteConfig, RuleConfig, TemplateConfig
+from app.config.loader import RouteConfig, RuleConfig, TemplateConfig
 from app.content import Content
 from app.messages import DeadLetter
-from app.settings import HeraldSettings
+from app.config.settings import HeraldSettings
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 

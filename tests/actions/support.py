@@ -16,7 +16,7 @@ from aiohttp import web
 
 from actions import action_class
 from actions._http import HttpRequest
-from app.configmodel import validate_model
+from app.config.model import validate_model
 from app.content import Content
 from app.messages import ActionMessage
 from tests.harness import FIXTURES

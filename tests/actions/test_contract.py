@@ -19,7 +19,7 @@ from tests.actions.support import BUILT, free_port, make_message, serve
 
 from actions import REGISTRY, action_class
 from actions.base import ActionConfig
-from app.configmodel import validate_model
+from app.config.model import validate_model
 from app.errors import ActionError, ConfigError, PermanentActionError, RetryableActionError
 
 # Every registered type, whether or not its module imports: a module that is missing or broken

@@ -11,7 +11,7 @@ import aiodocker
 import pytest
 
 from actions.docker import DockerAction, DockerConfig
-from app.configmodel import validate_model
+from app.config.model import validate_model
 from app.errors import ConfigError, PermanentActionError, RetryableActionError
 from tests.actions._msg import message
 

@@ -28,7 +28,7 @@ NAME = "event.raw.metadata.labels.trivy-operator\\.resource\\.name"
 IMAGE = "event.raw.report.registry.server/event.raw.report.artifact.repository:event.raw.report.artifact.tag"
 NGINX_PODS = ["nginx-6d4cf56db6-00000", "nginx-6d4cf56db6-00001"]
 FAST = {"enable": True, "retry-initial-backoff": "0.05s", "retry-max-backoff": "0.2s"}
-# every route here can change systems: they fire only for authenticated events (app/router.py)
+# every route here can change systems: they fire only for authenticated events (app/routing/router.py)
 TOKEN = "enforcement-e2e-token-5b1f"
 
 

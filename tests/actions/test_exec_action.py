@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from actions.exec import OUTPUT_LIMIT, ExecAction, ExecConfig, process_env, run_bounded
-from app.configmodel import validate_model
+from app.config.model import validate_model
 from app.errors import ConfigError, PermanentActionError, RetryableActionError
 from tests.actions._msg import message
 

@@ -15,7 +15,7 @@ import pytest_asyncio
 from aiohttp import web
 
 from actions.http import HttpAction, HttpConfig
-from app.configmodel import validate_model
+from app.config.model import validate_model
 from app.errors import ConfigError, PermanentActionError, RetryableActionError
 from tests.actions._msg import fixture, message
 

@@ -11,7 +11,7 @@ import pytest
 
 from actions._kubenames import canonical_image, resource_of, sanitize_label_value
 from actions.kubernetes import KubernetesAction, KubernetesConfig
-from app.configmodel import validate_model
+from app.config.model import validate_model
 from app.errors import ConfigError, PermanentActionError, RetryableActionError
 from tests.actions._msg import fixture, message
 from tests.k8s_fake import KubeFake, deployment_with_pods, pod, statefulset_with_pods

@@ -197,7 +197,7 @@ async def test_the_router_gives_actions_the_aqua_server_for_the_short_message(te
     # Postee's Teams output links its "too long" message to <aqua-server>/#/images/; the router
     # puts that value into the event of every action message, as it does for templates.
     from actions import parse_config
-    from app.router import EventMeta, Router
+    from app.routing.router import EventMeta, Router
 
     fake, base = teams
     data = {

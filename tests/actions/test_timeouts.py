@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from app.configmodel import validate_model
+from app.config.model import validate_model
 from actions.docker import DockerConfig
 from actions.exec import ExecConfig
 from actions.http import HttpConfig

@@ -13,8 +13,9 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from app.errors import PolicyError
-from app.policy.engine import EmbeddedEngine, PolicyEngine
-from app.policy.opa import OpaEngine, OpaServer, opa_binary
+from app.routing.policy.engine import EmbeddedEngine, PolicyEngine
+from app.devtools.opa_local import OpaServer, opa_binary
+from app.routing.policy.opa import OpaEngine
 
 EngineFactory = Callable[[], PolicyEngine]
 

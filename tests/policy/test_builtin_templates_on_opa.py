@@ -10,9 +10,10 @@ from collections.abc import Iterator
 import pytest
 
 from app.content import Content
-from app.policy.engine import EmbeddedEngine
-from app.policy.opa import OpaEngine, OpaServer
-from app.policy.templates import BUILTIN_TEMPLATE_DIR, PackageTemplate, TemplateLibrary
+from app.routing.policy.engine import EmbeddedEngine
+from app.devtools.opa_local import OpaServer
+from app.routing.policy.opa import OpaEngine
+from app.routing.policy.templates import BUILTIN_TEMPLATE_DIR, PackageTemplate, TemplateLibrary
 from tests.harness import FIXTURES
 from tests.templates.goldenfile import GOLDENS, KEYS, load
 from tests.templates.test_builtin_goldens import AGGREGATES, AQUA_SERVER, CASES, _event_json

@@ -9,10 +9,10 @@ import orjson
 import pytest
 
 from app import gojson
-from app.config import RouteConfig
+from app.config.loader import RouteConfig
 from app.errors import PolicyError, TemplateError
-from app.policy.filters import RouteFilters
-from app.policy.templates import BUILTIN_TEMPLATE_DIR, ModuleTemplate, PackageTemplate, TemplateLibrary
+from app.routing.policy.filters import RouteFilters
+from app.routing.policy.templates import BUILTIN_TEMPLATE_DIR, ModuleTemplate, PackageTemplate, TemplateLibrary
 from tests.harness import FIXTURES
 from tests.policy.conftest import EngineFactory
 

@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from app.errors import PolicyError
-from app.policy.engine import EmbeddedEngine
+from app.routing.policy.engine import EmbeddedEngine
 
 MODULE = """package herald.sample
 

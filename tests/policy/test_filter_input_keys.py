@@ -15,10 +15,10 @@ import orjson
 import pytest
 
 from actions import parse_config
-from app.config import RouteConfig
-from app.policy.engine import EmbeddedEngine
-from app.policy.filters import BUILTIN_FILTER_DIR, RouteFilters, input_keys
-from app.router import EventMeta, Router
+from app.config.loader import RouteConfig
+from app.routing.policy.engine import EmbeddedEngine
+from app.routing.policy.filters import BUILTIN_FILTER_DIR, RouteFilters, input_keys
+from app.routing.router import EventMeta, Router
 from tests.harness import FIXTURES
 
 META = EventMeta(event_id="e1", received_at=1.0)
@@ -119,7 +119,7 @@ def test_html_template_after_projected_filters_sees_the_whole_event() -> None:
     assert r.filters.input_keys == {"image"}
     raw = EVENTS["aqua-input.json"]
     content = r.route(raw, META).rendered["html"]
-    from app.policy.templates import BUILTIN_TEMPLATE_DIR, PackageTemplate, TemplateLibrary
+    from app.routing.policy.templates import BUILTIN_TEMPLATE_DIR, PackageTemplate, TemplateLibrary
 
     expected = PackageTemplate("html", "postee.vuls.html", TemplateLibrary([BUILTIN_TEMPLATE_DIR])).render(
         r.render_input(r.parse(raw)))

@@ -19,9 +19,9 @@ import pytest
 
 from actions import parse_config
 from app.errors import EventError
-from app.policy.engine import jsonformat_of_json
-from app.policy.templates import BUILTIN_TEMPLATE_DIR, PackageTemplate, TemplateLibrary
-from app.router import EventMeta, Router
+from app.routing.policy.engine import jsonformat_of_json
+from app.routing.policy.templates import BUILTIN_TEMPLATE_DIR, PackageTemplate, TemplateLibrary
+from app.routing.router import EventMeta, Router
 from tests.harness import FIXTURES
 
 META = EventMeta(event_id="e1", received_at=1.0)
@@ -155,7 +155,7 @@ def test_not_native_when_anything_else_defines_the_path(tmp_path: Path) -> None:
 
 
 def test_a_user_override_is_rendered_by_the_engine(tmp_path: Path) -> None:
-    # a user package replaces the built-in one as a whole (app/policy/templates.py)
+    # a user package replaces the built-in one as a whole (app/routing/policy/templates.py)
     (tmp_path / "raw.rego").write_text('package postee.rawmessage.json\n\ntitle := "-"\n\n'
                                        'result := jsonformat(input)\n\nurl := "https://example.com"\n')
     r = router(template_dirs=[str(tmp_path)])

@@ -10,8 +10,9 @@ import psutil
 import pytest
 
 from app.errors import PolicyError
-from app.policy.engine import make_engine
-from app.policy.opa import OpaEngine, OpaServer, opa_binary
+from app.routing.policy.engine import make_engine
+from app.devtools.opa_local import OpaServer, opa_binary
+from app.routing.policy.opa import OpaEngine
 
 FILTER = "package herald_test.restart\n\ndefault allow = false\n\nallow {\n\tinput.x == 1\n}\n"
 

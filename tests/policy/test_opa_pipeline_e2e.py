@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from actions import parse_config
-from app.policy.opa import OpaEngine, OpaServer
-from app.router import EventMeta, Router
+from app.devtools.opa_local import OpaServer
+from app.routing.policy.opa import OpaEngine
+from app.routing.router import EventMeta, Router
 from tests.harness import FIXTURES, Herald, Sink
 
 

@@ -23,10 +23,11 @@ import yaml
 from app.cli import main
 from actions import parse_config
 from app.errors import ConfigError
-from app.kafka_local import LocalKafka, make_ca, make_server_cert
-from app.policy.engine import make_engine, opa_options
-from app.policy.opa import OpaEngine, OpaServer, opa_binary
-from app.router import EventMeta, Router
+from app.devtools.kafka_local import LocalKafka, make_ca, make_server_cert
+from app.routing.policy.engine import make_engine, opa_options
+from app.devtools.opa_local import OpaServer, opa_binary
+from app.routing.policy.opa import OpaEngine
+from app.routing.router import EventMeta, Router
 from tests.harness import ROOT, TRACEBACK
 
 TOKEN = "opa-tls-test-token-3f9a1c"

@@ -17,8 +17,8 @@ import orjson
 import pytest
 
 from actions import parse_config
-from app.policy.templates import BUILTIN_TEMPLATE_DIR, PackageTemplate, TemplateLibrary
-from app.router import EventMeta, Router
+from app.routing.policy.templates import BUILTIN_TEMPLATE_DIR, PackageTemplate, TemplateLibrary
+from app.routing.router import EventMeta, Router
 from tests.templates.goldenfile import check
 from tests.templates.test_builtin_goldens import AQUA_SERVER, CASES, _event
 
@@ -124,7 +124,7 @@ def test_not_shared_on_opa(opa_engines: Any) -> None:
 
 def test_eval_path_with_beyond_plain_paths() -> None:
     """A path that is not a plain ``data.a.b`` goes through a query (no helper rule)."""
-    from app.policy.engine import EmbeddedEngine
+    from app.routing.policy.engine import EmbeddedEngine
 
     engine = EmbeddedEngine()
     engine.add_module("p.rego", 'package p\n\nx := {"a-b": input.postee, "q": input.q}\n')

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from app.config import RouteConfig, RuleConfig
+from app.config.loader import RouteConfig, RuleConfig
 from app.errors import PolicyError
-from app.policy.engine import EmbeddedEngine
-from app.policy.filters import BUILTIN_FILTER_DIR, RouteFilters
+from app.routing.policy.engine import EmbeddedEngine
+from app.routing.policy.filters import BUILTIN_FILTER_DIR, RouteFilters
 from tests.harness import FIXTURES
 
 AQUA = (FIXTURES / "postee" / "aqua-input.json").read_text()  # all-in-one:3.5.19223 from registry Aqua

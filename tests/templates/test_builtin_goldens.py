@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from app.content import Content
-from app.policy.templates import BUILTIN_TEMPLATE_DIR, PackageTemplate, TemplateLibrary
+from app.routing.policy.templates import BUILTIN_TEMPLATE_DIR, PackageTemplate, TemplateLibrary
 from tests.harness import FIXTURES
 from tests.templates.goldenfile import assert_slack_blocks, assert_well_formed_html, check
 

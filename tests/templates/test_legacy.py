@@ -12,7 +12,7 @@ import pytest
 
 from app.content import Content
 from app.errors import TemplateError
-from app.legacy import LegacyTemplate
+from app.routing.legacy import LegacyTemplate
 from tests.harness import FIXTURES
 from tests.templates.goldenfile import assert_slack_blocks, assert_well_formed_html, check
 

@@ -15,7 +15,7 @@ import pytest
 
 from app.content import Content
 from app.errors import TemplateError
-from app.policy.templates import BUILTIN_TEMPLATE_DIR, ModuleTemplate, PackageTemplate, TemplateLibrary
+from app.routing.policy.templates import BUILTIN_TEMPLATE_DIR, ModuleTemplate, PackageTemplate, TemplateLibrary
 
 USER_TEMPLATES = {
     # Postee's html.rego / html-with-complex-pkg.rego test templates

@@ -12,7 +12,8 @@ import yaml
 
 from actions import parse_config
 from app.errors import ConfigError, TemplateError
-from app.policy.templates import check_template_url, fetch_template
+from app.config.templateurl import check_template_url
+from app.routing.policy.templates import fetch_template
 
 MODULE = b'package postee.fetched\ntitle := "t"\nresult := "r"\n'
 DIGEST = hashlib.sha256(MODULE).hexdigest()

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from app.policy.templates import BUILTIN_TEMPLATE_DIR, PackageTemplate, TemplateLibrary, declared_package
+from app.routing.policy.templates import BUILTIN_TEMPLATE_DIR, PackageTemplate, TemplateLibrary, declared_package
 from tests.harness import FIXTURES, ROOT, Herald, Sink
 from tests.templates.goldenfile import GOLDENS, KEYS, load
 from tests.templates.test_builtin_goldens import AGGREGATES, AQUA_SERVER, CASES, _event_json

@@ -23,9 +23,10 @@ import pytest
 
 from app.content import Content
 from app.errors import PolicyError, TemplateError
-from app.policy.engine import EmbeddedEngine
-from app.policy.opa import OpaEngine, OpaServer, opa_binary
-from app.policy.templates import (
+from app.routing.policy.engine import EmbeddedEngine
+from app.devtools.opa_local import OpaServer, opa_binary
+from app.routing.policy.opa import OpaEngine
+from app.routing.policy.templates import (
     BUILTIN_TEMPLATE_DIR,
     ModuleTemplate,
     PackageTemplate,

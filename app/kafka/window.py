@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.errors import KafkaUnavailableError
-from app.kafka_client import bootstrap_of, consumer_config
+from app.kafka.client import bootstrap_of, consumer_config
 
 log = logging.getLogger("herald.kafkawindow")
 
@@ -69,7 +69,7 @@ def _consumer(conf: Mapping[str, Any] | str) -> Any:
 class WindowReader:
     """Spans of one topic for ``[since_ms, until_ms]`` (``until_ms`` None: up to now).
 
-    ``conf`` is a client config (``app.kafka_client.client_config(settings)``); a bare bootstrap
+    ``conf`` is a client config (``app.kafka.client.client_config(settings)``); a bare bootstrap
     string still works (PLAINTEXT) until every caller passes a config."""
 
     def __init__(self, conf: Mapping[str, Any] | str, topic: str, since_ms: int | None, until_ms: int | None,

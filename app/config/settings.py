@@ -12,9 +12,9 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field, StrictBool, StrictInt, ValidationInfo, WithJsonSchema, field_validator
 
-from app.configmodel import PosteeModel, PStr, PStrList, Secret, parse_duration
+from app.config.model import PosteeModel, PStr, PStrList, Secret, parse_duration
 from app.errors import ConfigError
-from app.kafka_client import KafkaSecret, KafkaSettings, resolve_secret
+from app.config.kafka import KafkaSecret, KafkaSettings, resolve_secret
 
 _SIZE = re.compile(r"^(\d+)\s*([kmg]i?b?|b)?$", re.IGNORECASE)
 _SIZE_UNIT = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}

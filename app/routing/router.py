@@ -29,13 +29,13 @@ from typing import Any
 
 import orjson
 
-from app.config import Config, RouteConfig
+from app.config.loader import Config, RouteConfig
 from app.content import Content
 from app.errors import EventError, HeraldError, PolicyError, TemplateError
 from app.messages import ActionMessage
-from app.policy.engine import PolicyEngine, make_engine, opa_options
-from app.policy.filters import ROUTES_PACKAGE, RouteFilters, Verdict
-from app.policy.templates import (
+from app.routing.policy.engine import PolicyEngine, make_engine, opa_options
+from app.routing.policy.filters import ROUTES_PACKAGE, RouteFilters, Verdict
+from app.routing.policy.templates import (
     BUILTIN_TEMPLATE_DIR,
     ModuleTemplate,
     PackageTemplate,
@@ -43,7 +43,7 @@ from app.policy.templates import (
     TemplateLibrary,
     fetch_template,
 )
-from app.state import dedup_key
+from app.routing.state import dedup_key
 
 log = logging.getLogger("herald.router")
 
@@ -289,7 +289,7 @@ class Router:
             return ModuleTemplate(name, fetch_template(tc.url), tc.url.rsplit("/", 1)[-1], self.library, factory)
         if tc.rego_package:
             return PackageTemplate(name, tc.rego_package, self.library)
-        from app.legacy import LegacyTemplate
+        from app.routing.legacy import LegacyTemplate
 
         return LegacyTemplate(name, tc.legacy_scan_renderer, self.aqua_server)  # type: ignore[no-any-return]
 

@@ -7,7 +7,7 @@ Memory stays bounded whatever the window holds: the reader streams (librdkafka's
 capped at ``PREFETCH_KIB``), the sorter keeps at most one run (``run_bytes`` of rows, 32 MiB by
 default) plus one row per spilled run, the join index is an on-disk SQLite file, and the writers
 stream. Rows are ordered by (entity, event time, Kafka time, partition, offset): the event time
-comes from the event itself (app.eventtime), Kafka's timestamp is the fallback, both are kept.
+comes from the event itself (app.forensics.eventtime), Kafka's timestamp is the fallback, both are kept.
 """
 
 from __future__ import annotations
@@ -23,16 +23,16 @@ from typing import IO, Any
 
 import orjson
 
-from app.config import Config
-from app.entities import entity_extractor, severity_of, source_of, title_of
+from app.config.loader import Config
+from app.forensics.entities import entity_extractor, severity_of, source_of, title_of
 from app.errors import HeraldError, PolicyError
-from app.eventtime import event_time_ns, format_ns, parse_when
-from app.extsort import ExternalSorter
-from app.heraldlog import HeraldLog, load_herald_log, summarize
-from app.kafka_client import client_config
-from app.kafkawindow import Record, WindowReader
-from app.router import EventMeta
-from app.topics import Topics
+from app.forensics.eventtime import event_time_ns, format_ns, parse_when
+from app.forensics.extsort import ExternalSorter
+from app.forensics.heraldlog import HeraldLog, load_herald_log, summarize
+from app.kafka.client import client_config
+from app.kafka.window import Record, WindowReader
+from app.routing.router import EventMeta
+from app.kafka.topics import Topics
 
 FORMATS = ("jsonl", "csv", "html")
 
@@ -41,7 +41,7 @@ class WhereFilter:
     """``--where``: a Rego expression compiled once as Postee compiles a route's ``input``."""
 
     def __init__(self, expression: str) -> None:
-        from app.policy.engine import EmbeddedEngine
+        from app.routing.policy.engine import EmbeddedEngine
 
         self.expression = expression
         self.engine = EmbeddedEngine(v0=True)
@@ -152,7 +152,7 @@ def sort_key(row: dict[str, Any]) -> list[Any]:
 
 @dataclass
 class TimelineQuery:
-    kafka: Mapping[str, Any] | str  # client config (app.kafka_client.client_config)
+    kafka: Mapping[str, Any] | str  # client config (app.kafka.client.client_config)
     topics: Topics
     since_ns: int | None
     until_ns: int | None
@@ -282,7 +282,7 @@ def run_cli(args: argparse.Namespace, config: Config) -> int:
         elif args.format == "csv":
             write_csv(rows, out, args.with_decisions)
         else:
-            from app.report_html import write_html
+            from app.forensics.report_html import write_html
 
             write_html(rows, out, query, stats)
         out.flush()

@@ -10,7 +10,7 @@
 
 Events come from the events topic for a window (``--since``/``--until``, Kafka time) or from a
 JSON Lines file (one event per line, or ``herald timeline`` rows, whose ``event``, ``event_id``
-and ``route`` are used). Routing is ``app.router.Router``, the worker's own pure function, with
+and ``route`` are used). Routing is ``app.routing.router.Router``, the worker's own pure function, with
 the ``/tenant/{route}`` header honoured, so a dry run counts what the live run sent. Dedup and
 aggregation act after routing, in the worker, on its state: replay counts the events handed to
 them, not what they would send. ``--to-actions`` messages keep the event's idempotency key, so an
@@ -30,10 +30,10 @@ from typing import Any
 
 import orjson
 
-from app.config import Config
+from app.config.loader import Config
 from app.errors import EventError, HeraldError, KafkaUnavailableError
-from app.router import ORIGIN_KAFKA, EventMeta, Router, RoutingResult
-from app.topics import SizeLimits, Topics
+from app.routing.router import ORIGIN_KAFKA, EventMeta, Router, RoutingResult
+from app.kafka.topics import SizeLimits, Topics
 
 
 @dataclass(slots=True)
@@ -41,7 +41,7 @@ class Recorded:
     event_id: str
     route: str | None
     raw: bytes
-    # where the event came from, for the guard on system-changing actions (app/router.py): an
+    # where the event came from, for the guard on system-changing actions (app/routing/router.py): an
     # event read back from the events topic keeps its bridge headers; one from a file is the
     # operator's own input, as if produced to Kafka directly
     origin: str = ORIGIN_KAFKA
@@ -68,10 +68,10 @@ def events_from_file(path: str) -> Iterator[Recorded]:
 
 
 def events_from_kafka(config: Config, since_ns: int | None, until_ns: int | None) -> Iterator[Recorded]:
-    from app.kafkawindow import WindowReader
-    from app.timeline import Progress
+    from app.kafka.window import WindowReader
+    from app.forensics.timeline import Progress
 
-    from app.kafka_client import client_config
+    from app.kafka.client import client_config
 
     topics = Topics(config.herald.topic_prefix)
     reader = WindowReader(client_config(config.herald), topics.events,
@@ -148,7 +148,7 @@ class ActionSender:
     def __init__(self, config: Config) -> None:
         from confluent_kafka import Producer
 
-        from app.kafka_client import producer_config
+        from app.kafka.client import producer_config
 
         self.topics = Topics(config.herald.topic_prefix)
         # murmur2 (producer_config's partitioner): the partition the worker's own producer picks for
@@ -216,7 +216,7 @@ def _print_text(config_path: str, tally: Tally, notes: list[str], sent: Counter[
 
 def run_cli(args: argparse.Namespace, config: Config, load: Callable[[str], Config]) -> int:
     """``load`` reads the --diff config (the CLI passes actions.load_config)."""
-    from app.timeline import window_from_args
+    from app.forensics.timeline import window_from_args
 
     if args.diff and args.to_actions:
         raise HeraldError("--diff compares configs without sending; do not combine it with --to-actions")

@@ -27,7 +27,6 @@ at render time.
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import logging
 import re
 import urllib.request
@@ -35,17 +34,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 
+from app.config.templateurl import allowed_scheme, check_template_url
 from app.content import Content, content_from_result
 from app.errors import PolicyError, TemplateError
-from app.policy.engine import PolicyEngine, jsonformat_of_json, make_engine
+from app.routing.policy.engine import PolicyEngine, jsonformat_of_json, make_engine
 
 log = logging.getLogger("herald.templates")
 
-BUILTIN_TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "rego" / "templates"
+BUILTIN_TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "rego" / "templates"
 COMMON_DIR = BUILTIN_TEMPLATE_DIR / "common"
 COMMON_PACKAGE = "postee"  # the helpers Postee templates import (common.rego); built-ins do not
 
@@ -421,51 +420,9 @@ def _find_result(doc: Any) -> Any:
     return None
 
 
-_PIN = re.compile(r"^sha256=([0-9a-fA-F]{64})$")
-
-
-def _loopback(host: str | None) -> bool:
-    if not host:
-        return False
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _allowed_scheme(url: str) -> bool:
-    parts = urlsplit(url)
-    return bool(parts.hostname) and (
-        parts.scheme == "https" or (parts.scheme == "http" and _loopback(parts.hostname))
-    )
-
-
-def check_template_url(url: str) -> tuple[str, str | None]:
-    """``(URL to fetch, expected SHA-256 hex or None)`` of a template ``url``; ``ValueError``
-    for a URL that is not https (http only to a loopback host) or a bad ``#sha256=`` pin."""
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises on a bad port
-    except ValueError as exc:
-        raise ValueError(f"is not a valid URL ({exc}): {url!r}") from None
-    if not _allowed_scheme(url):
-        raise ValueError(
-            f"must be an https:// URL (http:// only for localhost/127.0.0.1/::1), got {url!r}"
-        )
-    pin = None
-    if parts.fragment:
-        m = _PIN.match(parts.fragment)
-        if not m:
-            raise ValueError(f"the only fragment allowed is '#sha256=<64 hex digits>', got {url!r}")
-        pin = m.group(1).lower()
-    return urlunsplit(parts._replace(fragment="")), pin
-
-
 class _SafeRedirects(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> Any:
-        if not _allowed_scheme(newurl):
+        if not allowed_scheme(newurl):
             raise TemplateError(f"template {req.full_url} redirects to {newurl}, which is not https", req.full_url)
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 

@@ -3,7 +3,7 @@
     GET  /healthz   200 while the process serves requests
     GET  /readyz    200 when the worker consumes (joined its group, Kafka thread running) and Kafka
                     answers a metadata request; else 503 with the reason
-    GET  /metrics   Prometheus text (``app.metrics.metrics_handler``; 404 while that module is absent)
+    GET  /metrics   Prometheus text (``app.telemetry.metrics.metrics_handler``; 404 while that module is absent)
     POST /reload    re-read config, templates and filters; 200 with the new config hash, or 4xx
                     naming the field and value of the problem (the running config stays)
 
@@ -26,29 +26,12 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from app.bridge import Authenticator, _split, exposure_problem, is_loopback
-from app.config import Config
+from app.ingest.bridge import Authenticator, _split, exposure_problem, is_loopback
+from app.config.loader import Config
+from app.config.reload import ReloadResult
 from app.errors import ConfigError, HeraldError
 
 log = logging.getLogger("herald.admin")
-
-
-@dataclass
-class ReloadResult:
-    """What a reload did: ``ok`` with the new ``config_hash``, or ``error`` (the running config stays)."""
-
-    ok: bool
-    config_hash: str = ""
-    previous_hash: str = ""
-    error: str = ""
-    changes: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        if self.ok:
-            return {"status": "reloaded", "config_hash": self.config_hash, "previous_hash": self.previous_hash,
-                    "changes": self.changes}
-        return {"error": "reload refused; the running config stays", "detail": self.error,
-                "config_hash": self.previous_hash}
 
 
 class AdminTarget(Protocol):
@@ -63,7 +46,7 @@ class AdminTarget(Protocol):
         """Re-read and apply the config; never raises for a bad config."""
 
 
-# the process served, for handlers mounted from other modules (``app.metrics``)
+# the process served, for handlers mounted from other modules (``app.telemetry.metrics``)
 TARGET = web.AppKey("herald_admin_target", object)
 
 
@@ -110,7 +93,7 @@ class Admin:
 
     async def metrics(self, request: web.Request) -> web.StreamResponse:
         try:
-            from app.metrics import metrics_handler  # type: ignore[attr-defined]
+            from app.telemetry.metrics import metrics_handler  # type: ignore[attr-defined]
         except ImportError:
             return web.json_response({"error": "metrics are not available in this build"}, status=404)
         return await metrics_handler(request)  # type: ignore[no-any-return]
@@ -172,78 +155,3 @@ class Admin:
         if self.runner is not None:
             await self.runner.cleanup()
             self.runner = None
-
-
-def config_hash(config: Config) -> str:
-    """What routed an event, in 12 hex digits (every decision record carries it): the routes, templates,
-    rules, enabled action names and types, the Rego settings, and the content of every file under
-    the template directories and the filters path. Action settings (URLs, credentials) are not in
-    it: they decide how a message is delivered, not where an event goes."""
-    import hashlib
-    from pathlib import Path
-
-    import orjson
-
-    s = config.herald
-    doc = {
-        "aqua_server": config.aqua_server,
-        "routes": {n: r.model_dump(mode="json") for n, r in config.routes.items()},
-        "templates": {n: t.model_dump(mode="json") for n, t in config.templates.items()},
-        "rules": {n: r.model_dump(mode="json") for n, r in config.rules.items()},
-        "actions": {n: a.type for n, a in config.actions.items()},
-        "engine": s.engine, "opa_url": s.opa_url, "template_dirs": list(s.template_dirs), "filters_path": s.filters_path,
-    }
-    h = hashlib.sha256(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS))
-    for directory in [*s.template_dirs, s.filters_path]:
-        root = Path(directory)
-        if not root.is_dir():
-            continue
-        for path in sorted(p for p in root.rglob("*") if p.is_file()):
-            try:
-                data = path.read_bytes()
-            except OSError:
-                continue
-            h.update(str(path.relative_to(root)).encode() + b"\0" + data + b"\0")
-    return h.hexdigest()[:12]
-
-
-# herald settings a running bridge cannot change (listeners, Kafka, TLS): a SIGHUP that changes one is refused
-BRIDGE_RESTART_ONLY = ("kafka_bootstrap_servers", "topic_prefix", "kafka", "http_listen", "https_listen",
-                       "body_limit", "partitions", "replication_factor", "spool")
-
-
-def reload_bridge(bridge: Any, source: Callable[[], Config], why: str) -> ReloadResult:
-    """SIGHUP on ``herald bridge`` (and ``herald run``): tenant routes (``/tenant/{route}``), the
-    credentials of ``herald.auth`` and the request limits (read-timeout, max-in-flight,
-    max-json-depth) from the file again; a bad file, or a change to a setting that needs a restart,
-    is refused and logged, and the running config stays."""
-    blog = logging.getLogger("herald.bridge")
-    old = bridge.config
-    try:
-        new = source()
-        for key in BRIDGE_RESTART_ONLY:
-            before, after = getattr(old.herald, key, None), getattr(new.herald, key, None)
-            if before != after:
-                shown = "" if key in ("kafka", "spool") else f" from {before!r} to {after!r}"
-                raise ConfigError(f"changed{shown}; this setting takes effect only when the bridge restarts",
-                                  f"herald.{key.replace('_', '-')}")
-        if new.herald.auth.client_ca != old.herald.auth.client_ca:
-            raise ConfigError("changed; the HTTPS listener takes a new client CA only when the bridge restarts",
-                              "herald.auth.client-ca")
-        problem = exposure_problem(new)
-        if problem:
-            raise ConfigError(problem)
-    except HeraldError as exc:
-        blog.error("bridge config reload (%s) refused, the running config stays: %s", why, exc)
-        return ReloadResult(False, error=str(exc))
-    s = new.herald
-    bridge.config = new
-    bridge.auth = Authenticator(s.auth)
-    bridge.read_timeout = s.read_timeout
-    bridge.max_in_flight = s.max_in_flight
-    bridge.max_json_depth = s.max_json_depth
-    for warning in new.warnings:
-        blog.warning("config: %s", warning)
-    blog.info("bridge config reloaded (%s): %d routes, authentication %s", why, len(new.routes),
-              "required" if s.auth.configured() else "off")
-    return ReloadResult(True)

@@ -11,13 +11,13 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
 from app.errors import ConfigError, KafkaUnavailableError
-from app.kafka_client import bootstrap_of, make_admin
+from app.kafka.client import bootstrap_of, make_admin
 
 log = logging.getLogger("herald.kafka")
 
 
 def admin(conf: Mapping[str, Any] | str) -> AdminClient:
-    """An AdminClient on a client config (``app.kafka_client.client_config``)."""
+    """An AdminClient on a client config (``app.kafka.client.client_config``)."""
     return make_admin(conf)  # type: ignore[arg-type]
 
 
@@ -28,9 +28,9 @@ def ensure_topics(
 ) -> list[str]:
     """Create the topics that do not exist yet; returns the names created.
 
-    ``conf`` is a client config (``app.kafka_client.client_config(settings)``); a bare bootstrap
+    ``conf`` is a client config (``app.kafka.client.client_config(settings)``); a bare bootstrap
     string still works (PLAINTEXT) until every caller passes a config. ``max_message_bytes``: the
-    record size each topic must accept (``app.topics.SizeLimits``): topics created get it as their
+    record size each topic must accept (``app.kafka.topics.SizeLimits``): topics created get it as their
     ``max.message.bytes``, topics that exist with less raise ``ConfigError`` naming both values and
     ``herald.body-limit`` (``body_limit``)."""
     client = admin(conf)

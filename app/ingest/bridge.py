@@ -2,7 +2,7 @@
 
 ``POST /``, ``/scan`` and ``/tenant/{route}`` answer 200 with the event id once Kafka acknowledged
 the write (``acks=all``); 400 for a body that is not a JSON object; 413 over the size limit. When
-Kafka cannot take the event, it goes to the disk spool (``app.spool``, ``herald.spool``): 202 with
+Kafka cannot take the event, it goes to the disk spool (``app.ingest.spool``, ``herald.spool``): 202 with
 the event id once it is fsync'd; a background task produces the spool to Kafka in order when Kafka
 is back (and at start), and while the spool holds events new ones queue behind them. 503 with
 Retry-After only when the spool is full or off. The raw body is the Kafka value, metadata goes in
@@ -42,16 +42,17 @@ from aiohttp import ClientPayloadError, web
 from aiohttp.http_exceptions import HttpProcessingError
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from app import logformat, metrics
-from app.config import Config
-from app.errors import ConfigError, KafkaUnavailableError
-from app.kafka_admin import ensure_topics
-from app.kafka_client import bootstrap_of, client_config, producer_config
-from app.router import (H_AUTHENTICATED, H_EVENT_ID, H_RECEIVED_AT, H_ROUTE, H_SOURCE, H_USER_AGENT,
+from app.telemetry import logformat, metrics
+from app.config.loader import Config
+from app.config.reload import ReloadResult
+from app.errors import ConfigError, HeraldError, KafkaUnavailableError
+from app.kafka.admin import ensure_topics
+from app.kafka.client import bootstrap_of, client_config, producer_config
+from app.routing.router import (H_AUTHENTICATED, H_EVENT_ID, H_RECEIVED_AT, H_ROUTE, H_SOURCE, H_USER_AGENT,
                         new_event_id)
-from app.settings import AuthSettings
-from app.spool import Position, Spool, SpoolError, SpoolRecord
-from app.topics import SizeLimits, Topics
+from app.config.settings import AuthSettings
+from app.ingest.spool import Position, Spool, SpoolError, SpoolRecord
+from app.kafka.topics import SizeLimits, Topics
 
 log = logging.getLogger("herald.bridge")
 
@@ -285,7 +286,7 @@ class KafkaWriter:
 
     def __init__(self, kafka: dict[str, Any] | str, topic: str, partitions: int = 6, replication: int = 1,
                  body_limit: int = 10 * 1024 * 1024) -> None:
-        """``kafka``: the client config (``app.kafka_client.client_config(settings)``); ``body_limit``:
+        """``kafka``: the client config (``app.kafka.client.client_config(settings)``); ``body_limit``:
         ``herald.body-limit``: the producer and the events topic take ``SizeLimits(body_limit).event``."""
         self.topic = topic
         self._topic_spec = (partitions, replication)
@@ -780,7 +781,7 @@ def tls_context(environ: dict[str, str] | None = None, client_ca: str = "") -> s
 async def serve(config: Config, stop: asyncio.Event | None = None,
                 reload_source: Callable[[], Config] | None = None) -> None:
     """Serve HTTP (and HTTPS when ``https-listen`` is set) until ``stop`` is set or cancelled.
-    With ``reload_source``, SIGHUP re-reads routes, authentication and limits (``app.admin.reload_bridge``).
+    With ``reload_source``, SIGHUP re-reads routes, authentication and limits (``reload_bridge``).
 
     Raises ConfigError before binding anything when a non-loopback listener has no authentication."""
     problem = exposure_problem(config)
@@ -797,8 +798,6 @@ async def serve(config: Config, stop: asyncio.Event | None = None,
     except KafkaUnavailableError as exc:
         log.warning("events topic not checked yet (Kafka: %s); checked once Kafka is reachable", exc)
     if reload_source is not None:
-        from app.admin import reload_bridge
-
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload_bridge, bridge, reload_source, "SIGHUP")
     runner = _Runner(bridge.app(), bridge, access_log=None)
     await runner.setup()
@@ -828,3 +827,45 @@ def run_bridge(config: Config, reload_source: Callable[[], Config]) -> None:
         loop.run_until_complete(serve(config, stop, reload_source))
     finally:
         loop.close()
+
+
+# herald settings a running bridge cannot change (listeners, Kafka, TLS): a SIGHUP that changes one is refused
+BRIDGE_RESTART_ONLY = ("kafka_bootstrap_servers", "topic_prefix", "kafka", "http_listen", "https_listen",
+                       "body_limit", "partitions", "replication_factor", "spool")
+
+
+def reload_bridge(bridge: Any, source: Callable[[], Config], why: str) -> ReloadResult:
+    """SIGHUP on ``herald bridge`` (and ``herald run``): tenant routes (``/tenant/{route}``), the
+    credentials of ``herald.auth`` and the request limits (read-timeout, max-in-flight,
+    max-json-depth) from the file again; a bad file, or a change to a setting that needs a restart,
+    is refused and logged, and the running config stays."""
+    blog = logging.getLogger("herald.bridge")
+    old = bridge.config
+    try:
+        new = source()
+        for key in BRIDGE_RESTART_ONLY:
+            before, after = getattr(old.herald, key, None), getattr(new.herald, key, None)
+            if before != after:
+                shown = "" if key in ("kafka", "spool") else f" from {before!r} to {after!r}"
+                raise ConfigError(f"changed{shown}; this setting takes effect only when the bridge restarts",
+                                  f"herald.{key.replace('_', '-')}")
+        if new.herald.auth.client_ca != old.herald.auth.client_ca:
+            raise ConfigError("changed; the HTTPS listener takes a new client CA only when the bridge restarts",
+                              "herald.auth.client-ca")
+        problem = exposure_problem(new)
+        if problem:
+            raise ConfigError(problem)
+    except HeraldError as exc:
+        blog.error("bridge config reload (%s) refused, the running config stays: %s", why, exc)
+        return ReloadResult(False, error=str(exc))
+    s = new.herald
+    bridge.config = new
+    bridge.auth = Authenticator(s.auth)
+    bridge.read_timeout = s.read_timeout
+    bridge.max_in_flight = s.max_in_flight
+    bridge.max_json_depth = s.max_json_depth
+    for warning in new.warnings:
+        blog.warning("config: %s", warning)
+    blog.info("bridge config reloaded (%s): %d routes, authentication %s", why, len(new.routes),
+              "required" if s.auth.configured() else "off")
+    return ReloadResult(True)

@@ -68,7 +68,7 @@ bridge_spool_max_bytes = Gauge(
 
 
 def watch_spool(spool: Any) -> None:
-    """Spool gauges read ``spool`` (``app.spool.Spool``) at each scrape."""
+    """Spool gauges read ``spool`` (``app.ingest.spool.Spool``) at each scrape."""
     bridge_spool_events.set_function(lambda: spool.records)
     bridge_spool_bytes.set_function(lambda: spool.bytes)
     bridge_spool_max_bytes.set(spool.max_bytes)
@@ -161,7 +161,7 @@ def _consumer_stats(stats: dict[str, Any], mine: set[tuple[str, int]]) -> None:
 
 # -- helpers called at the instrumented points ----------------------------------------------------
 def observe_routing(result: Any) -> None:
-    """One routed event (``app.router.RoutingResult``)."""
+    """One routed event (``app.routing.router.RoutingResult``)."""
     for route, verdict in result.verdicts.items():
         route_events.labels(route, "true" if verdict.matched else "false").inc()
         if not verdict.matched and verdict.reason.startswith("error: "):

@@ -19,13 +19,13 @@ from typing import Any
 
 import orjson
 
-from app.config import RouteConfig
+from app.config.loader import RouteConfig
 from app.errors import ConfigError, PolicyError
-from app.policy.engine import PolicyEngine, make_engine
+from app.routing.policy.engine import PolicyEngine, make_engine
 
 log = logging.getLogger("herald.filters")
 
-BUILTIN_FILTER_DIR = Path(__file__).resolve().parent.parent / "rego" / "filters"
+BUILTIN_FILTER_DIR = Path(__file__).resolve().parents[2] / "rego" / "filters"
 ROUTES_PACKAGE = "herald.routes"  # each route's filter is the package herald.routes.r<i>
 _PACKAGE = re.compile(r"^(\s*package\s+)postee\b", re.MULTILINE)
 _DATA_REF = re.compile(r"\bdata\.postee\b")

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from app.errors import KafkaUnavailableError
-from app.kafkawindow import WindowReader
+from app.kafka.window import WindowReader
 
 log = logging.getLogger("herald.delivered")
 
@@ -29,7 +29,7 @@ MAX_KEYS_PER_PARTITION = 50_000
 class DeliveredKeys:
     def __init__(self, conf: Mapping[str, Any] | str, topic: str, retention_s: float = RETENTION_S,
                  max_keys: int = MAX_KEYS_PER_PARTITION) -> None:
-        """``conf``: a client config (``app.kafka_client.client_config(settings)``)."""
+        """``conf``: a client config (``app.kafka.client.client_config(settings)``)."""
         self.conf = conf
         self.max_keys = max_keys
         self.topic = topic

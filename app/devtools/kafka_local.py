@@ -33,7 +33,7 @@ from typing import Any
 
 from app.errors import HeraldError
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 KAFKA_VERSION = "4.4.0"
 POM = ROOT / "scripts" / "kafka" / "pom.xml"
 CACHE = Path(os.environ.get("HERALD_CACHE_DIR") or ROOT / ".cache")  # the one cache variable, as in scripts/build-opa.sh
@@ -250,9 +250,9 @@ class LocalKafka:
                 "sasl-password": self.scram_password(), "ssl-ca-location": str(self.ca_file)}
 
     def client_config(self) -> dict[str, Any]:
-        """The librdkafka configuration of a client of this broker (built by app.kafka_client)."""
-        from app.kafka_client import client_config
-        from app.settings import HeraldSettings
+        """The librdkafka configuration of a client of this broker (built by app.kafka.client)."""
+        from app.kafka.client import client_config
+        from app.config.settings import HeraldSettings
 
         return client_config(HeraldSettings.model_validate(
             {"kafka-bootstrap-servers": self.bootstrap, "kafka": self.client_settings()}))
@@ -417,7 +417,7 @@ class LocalKafka:
         raise KafkaLocalError(f"the broker did not become ready within {timeout:.0f}s; see {self.log_file}")
 
     def _metadata_ok(self, conf: dict[str, Any] | None = None) -> bool:
-        from app.kafka_client import make_admin
+        from app.kafka.client import make_admin
 
         try:
             md = make_admin(conf or self.plain_bootstrap, log_level=0).list_topics(timeout=2)
@@ -428,7 +428,7 @@ class LocalKafka:
     def _upsert_scram_user(self) -> None:
         from confluent_kafka.admin import ScramCredentialInfo, ScramMechanism, UserScramCredentialUpsertion
 
-        from app.kafka_client import make_admin
+        from app.kafka.client import make_admin
 
         admin = make_admin(self.plain_bootstrap)
         upsert = UserScramCredentialUpsertion(SCRAM_USER, ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192),

@@ -16,10 +16,10 @@ from typing import Any
 import yaml
 from pydantic import Field, StrictBool, StrictInt, field_validator
 
-from app.configmodel import ActionConfig, PosteeModel, PStr, PStrList, type_problems, validate_model
+from app.config.model import ActionConfig, PosteeModel, PStr, PStrList, type_problems, validate_model
 from app.errors import ConfigError
-from app.policy.templates import check_template_url
-from app.settings import HeraldSettings, env_overrides
+from app.config.templateurl import check_template_url
+from app.config.settings import HeraldSettings, env_overrides
 
 DEFAULT_CONFIG_PATH = "/config/cfg.yaml"
 

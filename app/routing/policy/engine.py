@@ -171,7 +171,7 @@ class EmbeddedEngine:
 
 
 def opa_options(settings: Any) -> dict[str, Any]:
-    """``OpaEngine``'s connection options from ``herald.opa-*`` (``app.settings.HeraldSettings``)."""
+    """``OpaEngine``'s connection options from ``herald.opa-*`` (``app.config.settings.HeraldSettings``)."""
     return {"token": settings.opa_token.reveal(), "ca_file": settings.opa_ca_file,
             "cert_file": settings.opa_cert_file, "key_file": settings.opa_key_file,
             "verify": settings.opa_tls_verify}
@@ -185,7 +185,7 @@ def make_engine(kind: str = "embedded", opa_url: str = "", v0: bool = True, **op
     if kind == "embedded":
         return EmbeddedEngine(v0=v0)
     if kind == "opa":
-        from app.policy.opa import OpaEngine
+        from app.routing.policy.opa import OpaEngine
 
         engine = OpaEngine(opa_url, v0=v0, **opa)
         engine.check_access()

@@ -18,12 +18,12 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from app.config import Config
+from app.config.loader import Config
 from app.errors import HeraldError, PolicyError
-from app.kafka_client import client_config, consumer_config, make_admin, producer_config
-from app.kafkawindow import WindowReader
-from app.policy.engine import EmbeddedEngine
-from app.topics import SizeLimits, Topics
+from app.kafka.client import client_config, consumer_config, make_admin, producer_config
+from app.kafka.window import WindowReader
+from app.routing.policy.engine import EmbeddedEngine
+from app.kafka.topics import SizeLimits, Topics
 
 
 @dataclass
@@ -99,7 +99,7 @@ class DeadLetters:
                 engine.add_module("--filter", f"package herald.redrive\n\ndefault allow = false\n\nallow {{\n{where}\n}}\n")
             except PolicyError as exc:
                 raise HeraldError(f"--filter does not compile: {exc}") from None
-        # a dead letter's original is an action message: as large as the worker's (app.topics.SizeLimits)
+        # a dead letter's original is an action message: as large as the worker's (app.kafka.topics.SizeLimits)
         producer = Producer(producer_config(
             self.kafka, **{"message.max.bytes": SizeLimits(self.config.herald.body_limit).pipeline}))
         counts = {"redriven": 0, "skipped": 0}

@@ -20,8 +20,8 @@ from typing import Any
 
 import orjson
 
-from app.kafkawindow import Record, WindowReader, list_topics
-from app.topics import Topics
+from app.kafka.window import Record, WindowReader, list_topics
+from app.kafka.topics import Topics
 
 # Dead-letter fields shown in the timeline; ``original`` (the whole message or event) is left out.
 _DLQ_FIELDS = ("stage", "error", "error_type", "attempts", "status", "first_attempt_at", "last_attempt_at",

@@ -20,7 +20,7 @@ from typing import IO, Any
 
 import orjson
 
-from app.eventtime import format_ns
+from app.forensics.eventtime import format_ns
 
 _CSS = """
 :root{--c-critical:#b91c1c;--c-high:#ea580c;--c-medium:#ca8a04;--c-low:#2563eb;--c-info:#6b7280;--c-unknown:#a3a3a3}
