@@ -20,16 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from aiohttp import web
 
-from app.ingest.bridge import Authenticator, _split, exposure_problem, is_loopback
+from app.ingest.bridge import Authenticator, _split, is_loopback
 from app.config.loader import Config
 from app.config.reload import ReloadResult
-from app.errors import ConfigError, HeraldError
+from app.errors import ConfigError
 
 log = logging.getLogger("herald.admin")
 

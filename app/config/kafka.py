@@ -21,10 +21,8 @@ with ``app.redact`` and shown as ``***`` in repr, errors and ``herald check-conf
 
 from __future__ import annotations
 
-import logging
 import os
 import re
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
@@ -33,7 +31,7 @@ from pydantic import BeforeValidator, Field, StrictBool, WithJsonSchema, field_v
 
 from app import redact
 from app.config.model import PosteeModel, PStr, Secret
-from app.errors import ConfigError, KafkaConnectError
+from app.errors import ConfigError
 
 
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")

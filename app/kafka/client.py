@@ -10,12 +10,9 @@ seconds (librdkafka itself retries a wrong password or an unknown CA forever, qu
 from __future__ import annotations
 
 import logging
-import os
-import re
 import time
 from collections.abc import Mapping
-from pathlib import Path
-from typing import Annotated, Any, Protocol
+from typing import Any, Protocol
 
 from app import redact
 from app.config.kafka import KafkaSettings

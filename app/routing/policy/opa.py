@@ -32,14 +32,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
-import socket
-import subprocess
-import tempfile
-import time
-from pathlib import Path
-from typing import Any, Self
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 import orjson
