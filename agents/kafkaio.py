@@ -401,6 +401,15 @@ class KafkaIO:
             self._skipped.pop(tp, None)
         self.tracker.forget(tps)
         self.assignment.update(tps)
+        # librdkafka keeps a partition's pause across a revoke or loss and a later re-assignment
+        # (librdkafka #1849), while _drop forgot it: a partition paused by _flow_control when the
+        # group lost it (a broker outage longer than session.timeout.ms) came back paused and was
+        # never fetched again. Each assignment starts resumed, as _paused says.
+        try:
+            consumer.resume(partitions)
+        except KafkaException as exc:
+            log.warning("could not resume newly assigned partitions %s: %s",
+                        " ".join(f"{t}[{p}]" for t, p in tps), exc)
         self._call_loop(self.on_assigned, tps)
 
     def _revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
