@@ -98,15 +98,14 @@ class HttpClient:
         if self._session is None:
             await self.start()
         assert self._session is not None
-        headers: Any = aiohttp.typedefs.CIMultiDict(req.headers) if req.headers else None
         try:
             async with self._session.request(
                 req.method,
                 req.url,
                 data=req.body,
-                headers=headers,
+                headers=req.headers or None,  # repeated names are kept, as in a CIMultiDict
                 timeout=aiohttp.ClientTimeout(total=req.timeout),
-                ssl=None if req.verify_tls else self._insecure,
+                ssl=True if req.verify_tls else self._insecure,
                 allow_redirects=False,
             ) as resp:
                 body = await resp.read()

@@ -156,6 +156,11 @@ def _text(value: Any) -> str:
     return value.strip() if isinstance(value, str) else ""
 
 
+def _obj(value: Any) -> dict[str, Any]:
+    """``value`` when it is a JSON object, else an empty one."""
+    return value if isinstance(value, dict) else {}
+
+
 def _severity(value: Any) -> dict[str, str]:
     raw = _text(value).upper() or "UNKNOWN"
     return {"Label": SEVERITIES.get(raw, "INFORMATIONAL"), "Original": raw}
@@ -277,10 +282,10 @@ def operator_findings(doc: dict[str, Any], ident: Identity, cfg: AwsSecurityHubC
     workload and container in ``Details.Other``. Id ``trivy-operator/<namespace>/<image>/<resource>/
     <vulnerabilityID>`` (not the report's name, which changes with every ReplicaSet)."""
     report = doc["report"]
-    meta = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
-    labels = meta.get("labels") if isinstance(meta.get("labels"), dict) else {}
-    artifact = report.get("artifact") if isinstance(report.get("artifact"), dict) else {}
-    registry = report.get("registry") if isinstance(report.get("registry"), dict) else {}
+    meta = _obj(doc.get("metadata"))
+    labels = _obj(meta.get("labels"))
+    artifact = _obj(report.get("artifact"))
+    registry = _obj(report.get("registry"))
     image = _text(artifact.get("repository")) or "unknown-image"
     if _text(registry.get("server")):
         image = f"{_text(registry.get('server'))}/{image}"
@@ -289,7 +294,7 @@ def operator_findings(doc: dict[str, Any], ident: Identity, cfg: AwsSecurityHubC
     elif _text(artifact.get("digest")):
         image += f"@{_text(artifact.get('digest'))}"
     namespace = _text(meta.get("namespace")) or "default"
-    scanner = report.get("scanner") if isinstance(report.get("scanner"), dict) else {}
+    scanner = _obj(report.get("scanner"))
     scanner_name = _text(scanner.get("name")) or "Trivy"
     when = _parse_time(report.get("updateTimestamp")) or _parse_time(meta.get("creationTimestamp")) or received
     other = {"Namespace": namespace, "Report": _text(meta.get("name")),
@@ -331,7 +336,9 @@ def asff_findings(findings: list[Any], ident: Identity, cfg: AwsSecurityHubConfi
             continue
         f = dict(f)
         if "Resources" not in f:
-            types = f.get("Types") if isinstance(f.get("Types"), list) else []
+            types = f.get("Types")
+            if not isinstance(types, list):
+                types = []
             f["Resources"] = [{"Id": f.get("Id", ""), "Type": " ".join(str(t) for t in types) or "Other"}]
         for key in ("CreatedAt", "UpdatedAt"):  # Go's nanoseconds and offsets -> UTC milliseconds
             when = _parse_time(f.get(key))
@@ -357,9 +364,8 @@ def _asff_document(text: str) -> list[Any] | None:
         doc = json.loads(text)
     except ValueError:
         return None
-    if isinstance(doc, dict) and isinstance(doc.get("Findings"), list):
-        return doc["Findings"]
-    return None
+    findings = doc.get("Findings") if isinstance(doc, dict) else None
+    return findings if isinstance(findings, list) else None
 
 
 def findings_for(message: ActionMessage, ident: Identity, cfg: AwsSecurityHubConfig) -> list[Any]:

@@ -9,9 +9,9 @@ action has, is core configuration (``app.config.model``): the config loader type
 
 from __future__ import annotations
 
-from typing import ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeAlias, TypeVar
 
-from app.config.model import ActionConfig
+from app.config.model import ActionConfig as ActionConfig  # re-exported: part of the action contract
 from app.messages import ActionMessage
 
 
@@ -64,3 +64,7 @@ class HttpClientAction(Action[C, R]):
 
     async def close(self) -> None:
         await self.http.close()
+
+
+# An action of any type, as the worker and the runner hold them (their config and request types vary)
+AnyAction: TypeAlias = Action[Any, Any]

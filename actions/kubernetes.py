@@ -286,11 +286,12 @@ class KubernetesAction(Action[KubernetesConfig, KubePlan]):
                 path = self.config.kube_config_file
                 try:
                     if path:
-                        k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
+                        k8s_config.load_kube_config(  # type: ignore[no-untyped-call]  # kubernetes: unannotated
                             config_file=path, client_configuration=conf, persist_config=False
                         )
                     else:
-                        k8s_config.load_incluster_config(client_configuration=conf)  # type: ignore[no-untyped-call]
+                        k8s_config.load_incluster_config(  # type: ignore[no-untyped-call]  # unannotated
+                            client_configuration=conf)
                 except (ConfigException, OSError, ValueError, TypeError, KeyError, yaml.YAMLError) as exc:
                     where = f"kube-config-file {path!r}" if path else "in-cluster config"
                     raise PermanentActionError(

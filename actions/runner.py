@@ -19,7 +19,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from actions.base import Action, ActionConfig
+from actions.base import ActionConfig, AnyAction
 from app.errors import ActionError, PartialDeliveryError, RejectedPart, RetryableActionError
 from app.messages import ActionMessage
 from app.redact import redact
@@ -44,7 +44,7 @@ class RetryPolicy:
     def backoff(self, attempt: int, retry_after: float | None, rng: random.Random) -> float:
         """Delay before attempt ``attempt + 1``: full exponential step with 50–100 % jitter,
         or the peer's ``Retry-After`` when it is longer."""
-        step = min(self.max_backoff, self.initial_backoff * (2 ** (attempt - 1)))
+        step = min(self.max_backoff, self.initial_backoff * (2.0 ** (attempt - 1)))
         delay = step * rng.uniform(0.5, 1.0)
         if retry_after is not None:
             delay = max(delay, retry_after)
@@ -71,7 +71,7 @@ AttemptHook = Callable[[ActionMessage, int, Outcome], Awaitable[None]]
 
 
 async def deliver(
-    action: Action,  # type: ignore[type-arg]
+    action: AnyAction,
     message: ActionMessage,
     policy: RetryPolicy,
     *,

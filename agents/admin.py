@@ -91,10 +91,10 @@ class Admin:
 
     async def metrics(self, request: web.Request) -> web.StreamResponse:
         try:
-            from app.telemetry.metrics import metrics_handler  # type: ignore[attr-defined]
+            from app.telemetry.metrics import metrics_handler
         except ImportError:
             return web.json_response({"error": "metrics are not available in this build"}, status=404)
-        return await metrics_handler(request)  # type: ignore[no-any-return]
+        return await metrics_handler(request)
 
     def _authorized(self, request: web.Request, body: bytes) -> web.Response | None:
         """None when the request may reload; else the 401/403 answer (no detail)."""

@@ -64,6 +64,7 @@ class Ticket:
     def __init__(self, io: KafkaIO, msg: Message, gen: int) -> None:
         self.io = io
         self.msg = msg
+        # the stubs say "| None": None only on error events, which never become tickets
         self.topic: str = msg.topic()  # type: ignore[assignment]
         self.partition: int = msg.partition()  # type: ignore[assignment]
         self.offset: int = msg.offset()  # type: ignore[assignment]
@@ -75,7 +76,7 @@ class Ticket:
 
     @property
     def value(self) -> bytes:
-        return self.msg.value() or b""  # type: ignore[return-value]
+        return self.msg.value() or b""
 
     @property
     def tp(self) -> TP:
@@ -325,10 +326,10 @@ class KafkaIO:
                 log.warning("consumer: %s", err.str())
                 continue
             tp = (msg.topic(), msg.partition())
-            gen = self._gen.get(tp)  # type: ignore[arg-type]
+            gen = self._gen.get(tp)  # type: ignore[arg-type]  # "str | None" in the stubs; set on a message
             if gen is None:  # a message of a partition revoked meanwhile
                 continue
-            self.tracker.taken(tp, msg.offset())  # type: ignore[arg-type]
+            self.tracker.taken(tp, msg.offset())  # type: ignore[arg-type]  # as above
             tickets.append(Ticket(self, msg, gen))
         if tickets:
             self._call_loop(self.dispatch, tickets)

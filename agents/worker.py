@@ -29,8 +29,9 @@ import orjson
 from confluent_kafka import KafkaException
 
 from actions import action_class
-from actions.base import Action
-from agents.kafkaio import TP, KafkaFatalError, KafkaIO, Ticket
+from actions.base import AnyAction
+from agents.kafkaio import KafkaFatalError, KafkaIO, Ticket
+from agents.offsets import TP
 from agents.stateful import RouteState
 from app.telemetry import logformat, metrics
 from agents.admin import Admin, admin_exposure_problem
@@ -70,7 +71,7 @@ class Worker:
         for err in self.router.errors:
             log.error("%s", err)
         self.route_templates = {name: r.template for name, r in config.routes.items()}
-        self.actions: dict[str, Action] = {  # type: ignore[type-arg]
+        self.actions: dict[str, AnyAction] = {
             name: action_class(cfg.type)(cfg) for name, cfg in config.actions.items()
         }
         self.action_topics = {n: self.topics.action(n) for n in config.actions}
@@ -90,15 +91,15 @@ class Worker:
         self._state_wake = asyncio.Event()
         self._action_queues: dict[str, asyncio.Queue[Ticket | None]] = {n: asyncio.Queue() for n in config.actions}
         self._loops: dict[str, int] = {}  # action stage loops running, per action
-        self._in_use: dict[Action, int] = {}  # type: ignore[type-arg]  # deliveries running per action instance
-        self._replaced: list[Action] = []  # type: ignore[type-arg]  # instances a reload replaced: closed once idle
+        self._in_use: dict[AnyAction, int] = {}  # deliveries running per action instance
+        self._replaced: list[AnyAction] = []  # instances a reload replaced: closed once idle
         self.retired: dict[str, float] = {}  # removed actions whose topic may still hold messages -> since
         self._reload_lock = asyncio.Lock()
         self.reloads = 0
         self.joined = False
         self._load_locks: dict[tuple[str, int], asyncio.Lock] = {}
         self._delivering: dict[tuple[str, str], asyncio.Event] = {}
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: list[asyncio.Task[object]] = []
         self.routed = 0
         self.admin: Admin | None = None
         self.config_hash = config_hash(config)
@@ -373,7 +374,7 @@ class Worker:
             self._action_queues[name].put_nowait(None)
         self._target_loops[name] = target
 
-    def _release(self, action: Action) -> None:  # type: ignore[type-arg]
+    def _release(self, action: AnyAction) -> None:
         self._in_use[action] -= 1
         if not self._in_use[action]:
             del self._in_use[action]
@@ -381,7 +382,7 @@ class Worker:
                 self._replaced.remove(action)
                 self._tasks.append(asyncio.create_task(self._close_action(action), name=f"close-{action.name}"))
 
-    def _retire_instance(self, action: Action) -> None:  # type: ignore[type-arg]
+    def _retire_instance(self, action: AnyAction) -> None:
         """Close ``action`` (replaced by a reload) once no delivery uses it any more."""
         if self._in_use.get(action):
             self._replaced.append(action)
@@ -389,7 +390,7 @@ class Worker:
             self._tasks.append(asyncio.create_task(self._close_action(action), name=f"close-{action.name}"))
 
     @staticmethod
-    async def _close_action(action: Action) -> None:  # type: ignore[type-arg]
+    async def _close_action(action: AnyAction) -> None:
         try:
             await action.close()
         except Exception as exc:  # noqa: BLE001 - a failing close must not stop the worker
@@ -461,7 +462,7 @@ class Worker:
                 log.error("config reload (%s) refused, config %s stays: %s: %s", source, previous,
                           type(exc).__name__, exc)
                 return ReloadResult(False, previous_hash=previous, error=f"{type(exc).__name__}: {exc}")
-            started: list[Action] = []  # type: ignore[type-arg]
+            started: list[AnyAction] = []
             try:
                 for action in instances.values():
                     await action.start()
@@ -474,7 +475,7 @@ class Worker:
                 return ReloadResult(False, previous_hash=previous, error=f"action {action.name}: {exc}")
             return self._apply(new, router, instances, added, changed, source, previous)
 
-    def _apply(self, new: Config, router: Router, instances: dict[str, Action],  # type: ignore[type-arg]
+    def _apply(self, new: Config, router: Router, instances: dict[str, AnyAction],
                added: list[str], changed: list[str], source: str, previous: str) -> ReloadResult:
         """Switch to ``new`` (no await: no event is routed half by the old config)."""
         removed = [n for n in self.config.actions if n not in new.actions]

@@ -96,7 +96,7 @@ class DeadLetter:
 
     def to_json(self) -> bytes:
         return orjson.dumps(
-            {k: redact_value(getattr(self, k)) for k in self.__slots__}  # type: ignore[attr-defined]
+            {k: redact_value(getattr(self, k)) for k in self.__slots__}
         )
 
     @classmethod

@@ -319,6 +319,6 @@ class KafkaSettings(PosteeModel):
             if self.ssl_key_password:
                 conf["ssl.key.password"] = self.ssl_key_password.reveal()
             conf["ssl.endpoint.identification.algorithm"] = "https" if self.ssl_endpoint_identification else "none"
-        for key, value in self.properties.items():
-            conf[key] = value.reveal() if isinstance(value, Secret) else value
+        for key, prop in self.properties.items():
+            conf[key] = prop.reveal() if isinstance(prop, Secret) else prop
         return conf

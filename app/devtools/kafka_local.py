@@ -165,6 +165,8 @@ def make_server_cert(ca_cert_pem: bytes, ca_key_pem: bytes, hosts: tuple[str, ..
 
     ca_cert = x509.load_pem_x509_certificate(ca_cert_pem)
     ca_key = serialization.load_pem_private_key(ca_key_pem, password=None)
+    if not isinstance(ca_key, rsa.RSAPrivateKey):  # make_ca's keys are RSA
+        raise KafkaLocalError(f"the CA key is a {type(ca_key).__name__}, not an RSA private key")
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     sans: list[x509.GeneralName] = []
     for host in hosts:
@@ -181,9 +183,8 @@ def make_server_cert(ca_cert_pem: bytes, ca_key_pem: bytes, hosts: tuple[str, ..
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),  # type: ignore[arg-type]
-                       critical=False)
-        .sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
     )
     return (cert.public_bytes(serialization.Encoding.PEM),
             key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
@@ -392,10 +393,10 @@ class LocalKafka:
                 raise KafkaLocalError(f"formatting the KRaft storage failed: {out}")
             if self.secured:
                 scram_marker.write_text(SCRAM_USER)
-        with open(self.log_file, "ab") as out:
+        with open(self.log_file, "ab") as log_out:
             proc = subprocess.Popen(
                 java + ["kafka.Kafka", str(self.properties)],
-                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                stdout=log_out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
             )
         _CHILDREN[proc.pid] = proc
         self.pid_file.write_text(str(proc.pid))

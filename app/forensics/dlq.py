@@ -86,7 +86,10 @@ class DeadLetters:
             consumer.close()
         if not msgs or msgs[0].error() is not None or msgs[0].offset() != offset:
             raise HeraldError(f"no dead letter {dead_letter_id} (purged, or never written)")
-        return {"id": dead_letter_id, **orjson.loads(msgs[0].value())}
+        value = msgs[0].value()
+        if value is None:  # Herald never writes one; a tombstone written by hand
+            raise HeraldError(f"dead letter {dead_letter_id} has no value")
+        return {"id": dead_letter_id, **orjson.loads(value)}
 
     def redrive(self, action: str, where: str = "", since_s: float | None = None) -> dict[str, int]:
         """Send matching dead letters of ``action`` back to its topic."""

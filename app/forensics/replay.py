@@ -239,8 +239,8 @@ def run_cli(args: argparse.Namespace, config: Config, load: Callable[[str], Conf
         print(f"warning: {config.path}: {err}", file=sys.stderr)
     notes = [f"route {n} uses dedup/aggregation plugins, which the worker applies after routing; counts here "
              "are before them" for n, r in config.routes.items()
-             if r.plugins and (r.plugins.unique_message_props or r.plugins.aggregate_message_number
-                               or r.plugins.aggregate_message_timeout)]
+             if r.plugins.unique_message_props or r.plugins.aggregate_message_number
+             or r.plugins.aggregate_message_timeout]
     tally = Tally()
     if args.diff:
         other_cfg = load(args.diff)

@@ -40,6 +40,7 @@ from typing import Any
 import orjson
 from aiohttp import ClientPayloadError, web
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.typedefs import Handler
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from app.telemetry import logformat, metrics
@@ -369,8 +370,9 @@ class KafkaWriter:
                 loop.call_soon_threadsafe(_set_result, fut, (msg.partition(), msg.offset()))
 
         try:
-            self.producer.produce(record.topic, value=record.value, key=record.key, headers=record.headers,
-                                  on_delivery=on_delivery)
+            # the stub wants list[tuple[str, str | bytes | None]] (a list is invariant); produce only reads it
+            self.producer.produce(record.topic, value=record.value, key=record.key,
+                                  headers=record.headers, on_delivery=on_delivery)  # type: ignore[arg-type]
         except BufferError:
             fut.set_exception(KafkaException(KafkaError(KafkaError._QUEUE_FULL, "local produce queue is full")))
         except KafkaException as exc:
@@ -459,7 +461,7 @@ class Bridge:
         return app
 
     @web.middleware
-    async def _headers_received(self, request: web.Request, handler: Any) -> web.StreamResponse:
+    async def _headers_received(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.transport is not None:
             self.started.add(request.transport)
         return await handler(request)

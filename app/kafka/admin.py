@@ -18,7 +18,7 @@ log = logging.getLogger("herald.kafka")
 
 def admin(conf: Mapping[str, Any] | str) -> AdminClient:
     """An AdminClient on a client config (``app.kafka.client.client_config``)."""
-    return make_admin(conf)  # type: ignore[arg-type]
+    return make_admin(conf)
 
 
 def ensure_topics(

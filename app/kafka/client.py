@@ -12,11 +12,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from app import redact
 from app.config.kafka import KafkaSettings
 from app.errors import ConfigError, KafkaConnectError
+
+if TYPE_CHECKING:
+    from confluent_kafka.admin import AdminClient
 
 
 class ClientSettings(Protocol):
@@ -65,7 +68,7 @@ def admin_config(settings: ClientSettings | Mapping[str, Any] | str, **overrides
             **overrides}
 
 
-def make_admin(settings: ClientSettings | Mapping[str, Any] | str, **overrides: Any) -> Any:
+def make_admin(settings: ClientSettings | Mapping[str, Any] | str, **overrides: Any) -> AdminClient:
     """A confluent-kafka ``AdminClient`` on ``settings`` (HeraldSettings or a client config)."""
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
@@ -151,13 +154,15 @@ def _diagnose(conf: Mapping[str, Any], errors: list[Any], elapsed: float, done: 
             return None  # a more specific error (authentication, TLS) may still come
         if KafkaError._ALL_BROKERS_DOWN in codes:
             # connected, then closed by the broker: the listener speaks another protocol
-            hint = {"PLAINTEXT": "if the listener uses TLS or SASL, set herald.kafka.security-protocol",
-                    "SSL": "if the listener uses SASL, set herald.kafka.security-protocol to SASL_SSL "
-                           "and herald.kafka.sasl-mechanism",
-                    "SASL_PLAINTEXT": "if the listener uses TLS, set herald.kafka.security-protocol to SASL_SSL",
-                    }.get(protocol)
-            if hint:
-                return f"no broker reachable at {bootstrap}; {hint} (the broker closed the {protocol} connection)"
+            listener_hint = {"PLAINTEXT": "if the listener uses TLS or SASL, set herald.kafka.security-protocol",
+                             "SSL": "if the listener uses SASL, set herald.kafka.security-protocol to SASL_SSL "
+                                    "and herald.kafka.sasl-mechanism",
+                             "SASL_PLAINTEXT": "if the listener uses TLS, set herald.kafka.security-protocol to "
+                                               "SASL_SSL",
+                             }.get(protocol)
+            if listener_hint:
+                return (f"no broker reachable at {bootstrap}; {listener_hint} "
+                        f"(the broker closed the {protocol} connection)")
         others = [t for e, t in zip(errors, texts) if e.code() != KafkaError._ALL_BROKERS_DOWN]
         last = others[-1] if others else (texts[-1] if texts else "no answer")
         return f"no broker reachable at {bootstrap} within {elapsed:.0f}s ({protocol}): {last}"

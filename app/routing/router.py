@@ -291,7 +291,7 @@ class Router:
             return PackageTemplate(name, tc.rego_package, self.library)
         from app.routing.legacy import LegacyTemplate
 
-        return LegacyTemplate(name, tc.legacy_scan_renderer, self.aqua_server)  # type: ignore[no-any-return]
+        return LegacyTemplate(name, tc.legacy_scan_renderer, self.aqua_server)
 
     @property
     def errors(self) -> list[str]:

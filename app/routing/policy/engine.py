@@ -177,7 +177,7 @@ def opa_options(settings: Any) -> dict[str, Any]:
             "verify": settings.opa_tls_verify}
 
 
-def make_engine(kind: str = "embedded", opa_url: str = "", v0: bool = True, **opa: Any) -> Any:
+def make_engine(kind: str = "embedded", opa_url: str = "", v0: bool = True, **opa: Any) -> PolicyEngine:
     """An engine of the configured kind: ``embedded`` (regorus) or ``opa`` (an OPA server).
 
     ``opa``: ``OpaEngine``'s connection options (``opa_options(settings)``); an OPA engine checks

@@ -68,7 +68,7 @@ class _CompileError(PolicyError):
         return not self.missing or any(m == p or m.startswith(p + ".") for m in self.missing for p in packages)
 
 
-class _TlsOpaClient(OpaClient):  # type: ignore[misc]
+class _TlsOpaClient(OpaClient):  # type: ignore[misc]  # opa_client has no types: OpaClient is Any
     """``OpaClient`` whose session verifies with a CA bundle, or not at all.
 
     opa-python-client 3.0.0 takes ``ssl`` as a bool (https, verified with the system's CAs) and

@@ -40,7 +40,7 @@ import orjson
 from app.config.templateurl import allowed_scheme, check_template_url
 from app.content import Content, content_from_result
 from app.errors import PolicyError, TemplateError
-from app.routing.policy.engine import PolicyEngine, jsonformat_of_json, make_engine
+from app.routing.policy.engine import EmbeddedEngine, PolicyEngine, jsonformat_of_json, make_engine
 
 log = logging.getLogger("herald.templates")
 
@@ -52,7 +52,7 @@ EngineFactory = Callable[[], PolicyEngine]
 
 
 def default_engine_factory() -> PolicyEngine:
-    return make_engine("embedded")  # type: ignore[no-any-return]
+    return make_engine("embedded")
 
 
 class Template(Protocol):
@@ -277,7 +277,11 @@ class TemplateLibrary:
 
     def evaluate_loaded(self, package: str, postee: dict[str, Any]) -> Any:
         """``data.<package>`` for the input already set on the engine with ``input.postee``
-        replaced by ``postee``: what ``evaluate`` gives for ``{**event, "postee": postee}``."""
+        replaced by ``postee``: what ``evaluate`` gives for ``{**event, "postee": postee}``.
+        Only the embedded engine has Rego's ``with`` on a loaded input (the router checks)."""
+        if not isinstance(self.engine, EmbeddedEngine):
+            raise PolicyError(f"the {getattr(self.engine, 'kind', '?')} engine cannot evaluate on a loaded input",
+                              f"data.{package}")
         return self.engine.eval_path_with(f"data.{package}", "postee", postee)
 
 
@@ -439,7 +443,7 @@ def fetch_template(url: str, timeout: float = 10.0) -> str:
         with opener.open(target, timeout=timeout) as resp:  # the URL is the user's own config
             if resp.status > 399:
                 raise TemplateError(f"fetching {target} gave HTTP {resp.status}", url)
-            data = resp.read()
+            data: bytes = resp.read()
     except OSError as exc:
         raise TemplateError(f"cannot fetch template {target}: {exc}", url) from None
     if pin is not None:
