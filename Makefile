@@ -1,4 +1,4 @@
-# Herald: `make run` starts everything on this machine; `make test` runs the whole suite.
+# Herald: `make run` starts everything on this machine; `make test` runs ruff, mypy and the whole suite.
 # All downloads are cached in ignored folders (.venv, .cache) so later runs are fast.
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -9,7 +9,7 @@ export PIP_CACHE_DIR := $(CURDIR)/.cache/pip
 export HERALD_KAFKA_DIR ?= $(CURDIR)/.herald/kafka
 CONFIG ?= examples/cfg.yaml
 
-.PHONY: run test test-fast bench venv kafka kafka-stop opa prometheus podman image helm lint clean
+.PHONY: run check test test-fast bench venv kafka kafka-stop opa prometheus podman image helm lint clean
 
 # The venv holds exactly requirements.lock (scripts/lock.sh; every file checked against its sha256),
 # then Herald itself. A lock that no longer matches pyproject.toml's pins is reported and the venv
@@ -53,19 +53,25 @@ run: venv kafka
 	@echo "Stop: Ctrl-C, then 'make kafka-stop' to stop the local broker."
 	KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 $(HERALD) run --config $(CONFIG)
 
-test: venv opa prometheus
+# ruff, then mypy (strict on app, agents and actions); both configured in pyproject.toml and
+# installed by make venv (the dev extra). make test and make test-fast stop here if either fails.
+check: venv
+	$(VENV)/bin/ruff check app agents actions tests scripts
+	$(VENV)/bin/mypy
+
+test: check opa prometheus
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
-test-fast: venv
+# the unit layer: everything but the tests marked e2e (real broker, OPA server, Podman, browser)
+test-fast: check
 	$(PY) -m pytest -q -p no:cacheprovider -m "not e2e" $(PYTEST_ARGS)
 
 bench: venv opa
 	$(PY) bench/run.py
 
-# ruff, then the lock: pyproject's pins and hashes, and no locked version named by an advisory in
-# security/advisories (a vendored OSV copy; see security/README.md)
-lint: venv
-	$(VENV)/bin/ruff check app agents actions tests scripts
+# ruff and mypy, then the lock: pyproject's pins and hashes, and no locked version named by an
+# advisory in security/advisories (a vendored OSV copy; see security/README.md)
+lint: check
 	$(PY) scripts/supply_chain.py pins
 	$(PY) scripts/supply_chain.py audit
 

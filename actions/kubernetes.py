@@ -365,7 +365,7 @@ class KubernetesAction(Action[KubernetesConfig, KubePlan]):
                 self._patch(ns, subject, plan)
         if plan.delete_pods:
             pods = _unique(p for s in subjects for p in self._pods_of(ns, s))
-            for resource, pod in pods:
+            for _resource, pod in pods:
                 if plan.delete_image and plan.delete_image not in _images(pod):
                     continue
                 self._delete_pod(ns, pod)

@@ -601,7 +601,7 @@ class Worker:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.io.stop)
         loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
-        for name, action in self.actions.items():
+        for action in self.actions.values():
             await action.start()
         self._tasks.append(asyncio.create_task(self._router_loop(), name="router"))
         self._tasks.append(asyncio.create_task(self._state_loop(), name="route-state"))

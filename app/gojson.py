@@ -41,7 +41,7 @@ def _quote(s: str) -> str:
         if esc is not None:
             out.append(esc)
         elif ch < " ":
-            out.append("\\u%04x" % ord(ch))
+            out.append(f"\\u{ord(ch):04x}")
         else:
             out.append(ch)
     out.append('"')

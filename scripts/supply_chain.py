@@ -130,9 +130,7 @@ def in_range(version: Version, events: list[dict[str, str]]) -> bool:
     for at, _, kind in sorted(keyed):
         if kind == "introduced" and version >= at:
             affected = True
-        elif kind == "fixed" and version >= at:
-            affected = False
-        elif kind == "last_affected" and version > at:
+        elif (kind == "fixed" and version >= at) or (kind == "last_affected" and version > at):
             affected = False
     return affected
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import http.client
 import json
 import signal
-import socket
 import threading
 import time
 from collections import Counter
@@ -59,7 +58,7 @@ class Client:
             return 0, "connection refused"
         except (ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected, http.client.IncompleteRead):
             return 0, "connection reset"
-        except (socket.timeout, TimeoutError):
+        except TimeoutError:
             return 0, "timeout"
         except (OSError, http.client.HTTPException) as exc:
             return 0, f"{type(exc).__name__}: {exc}"

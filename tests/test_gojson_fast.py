@@ -263,10 +263,10 @@ UNUSUAL = [{1: "int key", "b": 2}, {"s": {3, 1, 2}}, frozenset({"x"}), {"big": 2
 REGO_VALUES = [
     pytest.param({10, 9}, id="set-numeric-order"),
     pytest.param({"=", "<"}, id="set-escaped-string-order"),
-    pytest.param({None, True, 1, "a"}, id="set-mixed-types"),
+    pytest.param({None, True, "a"}, id="set-mixed-types"),
     pytest.param({True: "x"}, id="bool-key"),
     pytest.param({False: 1, True: 2, None: 3, 3: 4, "s": 5, -7: 6, 2**70: 7}, id="rego-keys"),
-    pytest.param({None, False, True, 0, -1, 2.5, "", "a", "B"}, id="set-every-scalar-type"),
+    pytest.param({None, False, True, -1, 2.5, "", "a", "B"}, id="set-every-scalar-type"),
     pytest.param({2**53 + 1, 9007199254740994.0, 9007199254740992, -(2**64), 2**70, 1e300, -1e-300, 0.5, 1e21,
                   1e-7, 999, -0.5}, id="set-numbers-by-value"),
     pytest.param({"é", "z", "Z", "日本", "😀", "\uffff", "\u2028", "a<", "a=", "a&", "a\"", "a\n", "", " "},

@@ -76,9 +76,8 @@ def upward(graph: dict[str, set[tuple[str, int]]]) -> list[str]:
         for target, line in targets:
             if layer(target) > layer(module):
                 out.append(f"{module}:{line} imports {target}, a layer above it")
-            elif layer(module) == layer(target) == CORE:
-                if room(module) == "kernel" and room(target) != "kernel":
-                    out.append(f"{module}:{line} (kernel) imports {target} (room {room(target)})")
+            elif layer(module) == layer(target) == CORE and room(module) == "kernel" and room(target) != "kernel":
+                out.append(f"{module}:{line} (kernel) imports {target} (room {room(target)})")
     return sorted(out)
 
 

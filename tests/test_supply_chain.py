@@ -124,10 +124,25 @@ def test_audit_fails_on_an_advisory_that_affects_a_locked_version(tmp_path: Path
 
 @pytest.mark.parametrize("target", ["lint", "venv"])
 def test_make_targets_use_the_lock(target: str) -> None:
-    """make venv installs from the lock with --require-hashes; make lint runs ruff and the audit."""
+    """make venv installs from the lock with --require-hashes; make lint runs ruff and mypy (make
+    check) and the audit."""
     makefile = (ROOT / "Makefile").read_text()
     recipe = makefile.split(f"\n{target}:" if target == "lint" else "\n$(VENV)/.installed:", 1)[1].split("\n\n")[0]
     if target == "lint":
-        assert "ruff check" in recipe and "supply_chain.py audit" in recipe and "supply_chain.py pins" in recipe
+        check = makefile.split("\ncheck:", 1)[1].split("\n\n")[0]
+        assert recipe.split("\n")[0].split() == ["check"], recipe
+        assert "ruff check" in check and "mypy" in check, check
+        assert "supply_chain.py audit" in recipe and "supply_chain.py pins" in recipe
     else:
         assert "--require-hashes -r requirements.lock" in recipe and "--no-deps -e ." in recipe
+
+
+@pytest.mark.parametrize("target", ["test", "test-fast"])
+def test_make_test_runs_ruff_and_mypy_first(target: str) -> None:
+    """make test and make test-fast start with make check (ruff, mypy), so a finding stops them
+    before pytest; ruff and mypy come from the lock (the dev extra) like every other tool."""
+    makefile = (ROOT / "Makefile").read_text()
+    prerequisites = makefile.split(f"\n{target}:", 1)[1].split("\n", 1)[0].split()
+    assert prerequisites[0] == "check", prerequisites
+    locked = sc.read_lock()
+    assert {"ruff", "mypy"} <= set(locked), sorted(locked)

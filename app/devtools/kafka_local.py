@@ -138,7 +138,7 @@ def make_ca(common_name: str = "Herald local Kafka CA", days: int = 825) -> tupl
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
         .serial_number(x509.random_serial_number())
@@ -174,7 +174,7 @@ def make_server_cert(ca_cert_pem: bytes, ca_key_pem: bytes, hosts: tuple[str, ..
             sans.append(x509.IPAddress(ipaddress.ip_address(host)))
         except ValueError:
             sans.append(x509.DNSName(host))
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]))
@@ -195,7 +195,7 @@ def _expires_within(cert_pem: bytes, days: int) -> bool:
     from cryptography import x509
 
     cert = x509.load_pem_x509_certificate(cert_pem)
-    return cert.not_valid_after_utc < datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=days)
+    return cert.not_valid_after_utc < datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=days)
 
 
 def _prop_value(text: str) -> str:

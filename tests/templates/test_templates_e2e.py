@@ -4,7 +4,8 @@ pinned golden rendering, and the filters route the Aqua scan and the Tracee find
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
