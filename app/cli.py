@@ -363,6 +363,15 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_console(args: argparse.Namespace) -> int:
+    from app.console.server import run
+
+    config = _load(args)
+    if args.listen:
+        config.herald.console.listen = args.listen
+    return run(config)
+
+
 def cmd_timeline(args: argparse.Namespace) -> int:
     from app.forensics.timeline import run_cli
 
@@ -440,6 +449,11 @@ def build_parser() -> argparse.ArgumentParser:
                          "to Kafka directly")
     sp.add_argument("event", help="event JSON file ('-' for stdin)")
     sp.set_defaults(fn=cmd_test_route)
+
+    sp = sub.add_parser("console", help="the web console (app/console): live events, stories, dead letters, try a route")
+    with_config(sp)
+    sp.add_argument("--listen", help="host:port (default herald.console.listen, 127.0.0.1:8084)")
+    sp.set_defaults(fn=cmd_console)
 
     # forensics (issue 7): app/forensics/timeline.py and app/forensics/replay.py own their options
     from app.forensics import replay, timeline

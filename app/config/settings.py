@@ -106,6 +106,45 @@ class SpoolSettings(PosteeModel):
         return parse_size(value, "herald.spool.max-bytes")
 
 
+class ConsoleUser(PosteeModel):
+    """One console login: a role, and a token and/or a password (literal, $ENV, ${ENV} or file:/path)."""
+
+    name: PStr = Field(description="User name (shown on the pages, typed at the login form with a password).")
+    role: PStr = Field("viewer", description="viewer (reads every page) or operator (also redrives and purges).")
+    tokens: SecretList = Field(default_factory=list, description="Login or bearer tokens of this user.")
+    password: SecretList = Field(default_factory=list, description="Password(s) of this user.")
+
+    @field_validator("role")
+    @classmethod
+    def _role(cls, value: str) -> str:
+        if value not in ("viewer", "operator"):
+            raise ValueError(f"must be 'viewer' or 'operator', got {value!r}")
+        return value
+
+
+class ConsoleSettings(PosteeModel):
+    """``herald console``: the web console's address and who may log in."""
+
+    listen: PStr = Field("127.0.0.1:8084", description="Console listen address host:port; a non-loopback "
+                         "address needs users (env HERALD_CONSOLE_LISTEN).")
+    users: list[ConsoleUser] = Field(default_factory=list, description="Console logins; none: the console "
+                                     "is open to local users as operator (loopback only).")
+    session_ttl: float = Field(8 * 3600.0, gt=0, description="Seconds (or '8h') a login lasts.")
+    cert_file: PStr = Field("", description="TLS certificate (PEM) of the console; with key-file: https.")
+    key_file: PStr = Field("", description="TLS private key (PEM) of cert-file.")
+    recent: StrictInt = Field(5000, ge=10, description="Events kept in memory for the live page and stories.")
+
+    @field_validator("users", mode="before")
+    @classmethod
+    def _users(cls, value: Any) -> Any:
+        return [] if value is None else value
+
+    @field_validator("session_ttl", mode="before")
+    @classmethod
+    def _ttl(cls, value: Any) -> float:
+        return parse_duration(value, "herald.console.session-ttl")
+
+
 class HeraldSettings(PosteeModel):
     kafka_bootstrap_servers: PStr = Field(
         "127.0.0.1:9092", description="Kafka bootstrap servers (env KAFKA_BOOTSTRAP_SERVERS)."
@@ -173,6 +212,9 @@ class HeraldSettings(PosteeModel):
         "(env HERALD_ADMIN_LISTEN).")
     spool: SpoolSettings = Field(
         default_factory=SpoolSettings, description="Disk spool of the bridge for Kafka outages (env HERALD_SPOOL_*).")
+    console: ConsoleSettings = Field(
+        default_factory=lambda: ConsoleSettings(), description="The web console (herald console): address, users, roles "
+        "(env HERALD_CONSOLE_LISTEN).")
     kafka: KafkaSettings = Field(
         default_factory=KafkaSettings,
         description="How every Kafka client connects: security protocol, SASL, TLS, librdkafka properties "
@@ -182,6 +224,11 @@ class HeraldSettings(PosteeModel):
     @field_validator("kafka", mode="before")
     @classmethod
     def _kafka(cls, value: Any) -> Any:
+        return {} if value is None else value
+
+    @field_validator("console", mode="before")
+    @classmethod
+    def _console(cls, value: Any) -> Any:
         return {} if value is None else value
 
     @field_validator("spool", mode="before")
@@ -279,6 +326,7 @@ ENV_OVERRIDES: list[tuple[tuple[str, ...], str]] = [
     (("HERALD_SPOOL_ENABLED",), "spool.enabled"),
     (("HERALD_SPOOL_DIR",), "spool.dir"),
     (("HERALD_SPOOL_MAX_BYTES",), "spool.max_bytes"),
+    (("HERALD_CONSOLE_LISTEN",), "console.listen"),
 ]
 _INT_KEYS = {"partitions", "replication_factor", "max_in_flight", "max_json_depth"}
 _TRUE = {"1", "true", "yes", "on", "debug"}
@@ -306,6 +354,8 @@ def env_overrides(environ: dict[str, str] | None = None) -> dict[str, Any]:
                 sub = key.removeprefix("auth.")
                 out.setdefault("auth", {})[sub.replace("_", "-")] = (
                     [v.strip() for v in value.split(",") if v.strip()] if sub != "client_ca" else value)
+            elif key.startswith("console."):
+                out.setdefault("console", {})[key.removeprefix("console.")] = value
             elif key.startswith("spool."):
                 sub = key.removeprefix("spool.")
                 if sub == "enabled":
