@@ -449,7 +449,8 @@ class AwsSecurityHubAction(Action[AwsSecurityHubConfig, ImportRequest]):
         return Identity(region, session.get_partition_for_region(region) or "aws", account)
 
     def _import(self, findings: list[dict[str, Any]]) -> dict[str, Any]:
-        return self._client.batch_import_findings(Findings=findings)  # type: ignore[no-any-return]
+        response: dict[str, Any] = self._client.batch_import_findings(Findings=findings)
+        return response
 
     async def _call(self, what: str, fn: Any, *args: Any) -> Any:
         """``fn(*args)`` in a thread, bounded (botocore's own timeouts apply per request; this
