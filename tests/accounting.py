@@ -32,19 +32,21 @@ from tests.harness import Herald, Recorded, Sink
 CONCURRENCY = 8
 
 
-def delivered_numbers(sink: Sink, path: str) -> list[int]:
-    """``n`` of every request on ``path`` (events are ``{"n": ...}`` sent as raw JSON), in arrival order."""
-    return [json.loads(r.body)["n"] for r in list(sink.requests.get(path, []))]
+def delivered_numbers(sink: Sink, path: str, first: int = 0) -> list[int]:
+    """``n`` of every request on ``path`` (events are ``{"n": ...}`` sent as raw JSON), in arrival order;
+    the requests before index ``first`` are left out (e.g. the ones a ``Sink.switch`` says were refused)."""
+    return [json.loads(r.body)["n"] for r in list(sink.requests.get(path, []))[first:]]
 
 
 def wait_all_delivered(sink: Sink, path: str, acknowledged: Iterable[int], timeout: float,
-                       quiet: float = 2.0) -> list[int]:
+                       quiet: float = 2.0, first: int = 0) -> list[int]:
     """Wait until every acknowledged number reached ``path`` (naming the missing ones on timeout),
     then until the sink has had no new request on ``path`` for ``quiet`` seconds, so that late
-    redeliveries are counted too. Returns every delivered number, in arrival order."""
+    redeliveries are counted too. Returns every delivered number, in arrival order. ``first``: as
+    in ``delivered_numbers``."""
     want = set(acknowledged)
     deadline = time.time() + timeout
-    while missing := sorted(want - set(delivered_numbers(sink, path))):
+    while missing := sorted(want - set(delivered_numbers(sink, path, first))):
         if time.time() > deadline:
             raise AssertionError(f"after {timeout:.0f}s, {len(missing)} of {len(want)} acknowledged events never "
                                  f"reached {path}: {missing[:100]}")
@@ -54,7 +56,7 @@ def wait_all_delivered(sink: Sink, path: str, acknowledged: Iterable[int], timeo
         time.sleep(0.1)
         if sink.count(path) != last:
             last, since = sink.count(path), time.time()
-    return delivered_numbers(sink, path)
+    return delivered_numbers(sink, path, first)
 
 
 def assert_counts(got: list[int], acknowledged: Iterable[int], max_duplicates: int, why: str,

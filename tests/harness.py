@@ -22,6 +22,7 @@ What fails a test besides its own asserts:
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import os
 import signal
@@ -149,6 +150,20 @@ class Sink:
         self._scripts[path] = list(statuses)
         self._default[path] = then
         self.expectations.setdefault(path, Expectation(method))
+
+    def switch(self, path: str, then: Any) -> int:
+        """Answer ``path`` with ``then`` from now on (``script(path, [], then)``), switched on the
+        sink's loop between two requests. Returns how many requests on ``path`` were recorded
+        before the switch: exactly the ones answered the old way (a request is recorded and answered
+        with no await in between, unless ``hold_next`` holds it)."""
+        done: concurrent.futures.Future[int] = concurrent.futures.Future()
+
+        def apply() -> None:
+            self.script(path, [], then)
+            done.set_result(self.count(path))
+
+        self._loop.call_soon_threadsafe(apply)
+        return done.result(10)
 
     def hold_next(self, path: str) -> None:
         """Keep the next request on ``path`` unanswered until ``release(path)`` (others are answered)."""
