@@ -67,12 +67,11 @@ class Console:
 
 
 CTX = web.AppKey("console", Console)
+SESSION = web.RequestKey("session", Session)
 
 
 def _session(request: web.Request) -> Session:
-    session = request.get("session")
-    assert isinstance(session, Session)
-    return session
+    return request[SESSION]
 
 
 def _wants_json(request: web.Request) -> bool:
@@ -82,7 +81,7 @@ def _wants_json(request: web.Request) -> bool:
 def _error(request: web.Request, status: int, text: str) -> web.Response:
     if _wants_json(request):
         return web.json_response({"error": text}, status=status)
-    body = pages.layout("Error", f'<p class="error" id="error">{pages.esc(text)}</p>', request.get("session"), "")
+    body = pages.layout("Error", f'<p class="error" id="error">{pages.esc(text)}</p>', request.get(SESSION), "")
     return web.Response(status=status, text=body, content_type="text/html")
 
 
@@ -130,7 +129,7 @@ async def access_mw(request: web.Request, handler: Handler) -> web.StreamRespons
                 return _error(request, 401, "log in first (POST /login) or send Authorization: Bearer <token>")
             raise web.HTTPSeeOther("/login?" + urlencode({"next": request.path_qs}))
         new_sid, session = access.login("local", "operator")  # no users: local operator (loopback only)
-    request["session"] = session
+    request[SESSION] = session
     if request.method not in ("GET", "HEAD", "OPTIONS") and not by_bearer:
         given = request.headers.get("X-CSRF-Token")
         if given is None and request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
