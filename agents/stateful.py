@@ -195,7 +195,7 @@ class RouteState:
             if (entry is not None and entry["src"] != ticket.offset
                     and (entry["exp"] == 0 or entry["exp"] > now)):
                 self.duplicates += 1
-                metrics.dedup_hits.labels(name).inc()
+                metrics.inc(metrics.dedup_hits, name)
                 self._record(item["event_id"], name, "duplicate", item["dedup_key"], ticket)
                 return
             ttl = route.unique_timeout
@@ -259,13 +259,13 @@ class RouteState:
         try:
             content = template.aggregate(batch.contents())
         except HeraldError as exc:  # Postee sent empty content; Herald dead-letters the batch
-            metrics.template_errors.labels(name).inc()
+            metrics.inc(metrics.template_errors, name)
             self.w.dead_letter("router", ticket, f"route {name}: aggregate of {len(batch.items)} events failed: {exc}",
                                type(exc).__name__, event_id=batch.aggregate_id(),
                                original=orjson.dumps(batch.to_dict()).decode())
             return
         content.owners = batch.owners()
-        metrics.aggregation_batches.labels(name).inc()
+        metrics.inc(metrics.aggregation_batches, name)
         message = ActionMessage(batch.aggregate_id(), name, "", content, None, time.time(), aggregated=len(batch.items))
         self.w.emit(message, ticket)
 

@@ -162,14 +162,14 @@ class Worker:
             original=ticket.value.decode("utf-8", "replace") if original is None else original,
         )
         topic = self.topics.router_dlq if stage == "router" else self.topics.dlq(stage)
-        metrics.dead_letters.labels(stage).inc()
+        metrics.inc(metrics.dead_letters, stage)
         self.send(topic, event_id or f"{ticket.topic}-{ticket.partition}-{ticket.offset}", record.to_json(), ticket)
 
     def emit(self, message: ActionMessage, ticket: Ticket) -> None:
         """Send ``message`` to every enabled action of its route (each action gets every batch)."""
         for action in self.config.route_actions(self.config.routes[message.route]):
             message.action = action
-            metrics.action_messages.labels(action).inc()
+            metrics.inc(metrics.action_messages, action)
             self.send(self.action_topics[action], message.event_id, message.to_json(), ticket)
 
     def record_decision(self, record: dict[str, Any], ticket: Ticket) -> None:
@@ -308,7 +308,7 @@ class Worker:
             await pending.wait()
         if delivered.seen(partition, key):
             delivered.suppressed += 1
-            metrics.deliveries.labels(name, "duplicate_suppressed").inc()
+            metrics.inc(metrics.deliveries, name, "duplicate_suppressed")
             log.debug("action %s: %s was already delivered; redelivery suppressed", name, key)
             self.send(self.topics.deliveries, message.event_id,
                       self._delivery(message, name, 0, "duplicate-suppressed"), ticket)
@@ -359,7 +359,7 @@ class Worker:
                 event_id=message.event_id, status=outcome.status, original=orjson.loads(part.message.to_json()),
             )
             await self.io.produce_acked(self.topics.dlq(name), message.event_id, record.to_json(), ticket)
-            metrics.dead_letters.labels(name).inc()
+            metrics.inc(metrics.dead_letters, name)
         log.warning("action %s: event %s delivered except %d part(s), dead-lettered: %s", name, message.event_id,
                     len(outcome.rejected), "; ".join(p.error for p in outcome.rejected[:5]))
 

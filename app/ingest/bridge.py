@@ -446,7 +446,7 @@ class Bridge:
     def app(self) -> web.Application:
         # client_max_size slightly above the limit so we answer 413 ourselves with a clear body
         app = web.Application(client_max_size=self.body_limit + 1,
-                              middlewares=[self._headers_received, metrics.bridge_middleware])
+                              middlewares=[self._headers_received])
         metrics.init_bridge()
         app.router.add_post("/", self.ingest)
         app.router.add_post("/scan", self.ingest)
@@ -462,9 +462,10 @@ class Bridge:
 
     @web.middleware
     async def _headers_received(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        # one middleware for both: aiohttp wraps the handler again for each middleware of every request
         if request.transport is not None:
             self.started.add(request.transport)
-        return await handler(request)
+        return await metrics.bridge_middleware(request, handler)
 
     async def _on_startup(self, app: web.Application) -> None:
         self.writer.start()

@@ -26,13 +26,14 @@ FORMATS = ("text", "json")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 CONTEXT_FIELDS = ("event_id", "route", "action")
 
-_context: ContextVar[dict[str, str] | None] = ContextVar("herald_log_context", default=None)
+_context: ContextVar[dict[str, str | None] | None] = ContextVar("herald_log_context", default=None)
 
 
 def bind(**fields: str | None) -> None:
-    """``event_id``/``route``/``action`` of the event the current task works on (empty ones dropped;
-    ``bind()`` clears). Each asyncio task has its own binding."""
-    _context.set({k: v for k, v in fields.items() if v} or None)
+    """``event_id``/``route``/``action`` of the event the current task works on (empty ones are
+    not shown; ``bind()`` clears). Each asyncio task has its own binding. Called per event: it only
+    keeps the arguments; the formatter reads them when a line is actually written."""
+    _context.set(fields or None)
 
 
 def log_format(flag: str | None) -> str:

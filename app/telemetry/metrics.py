@@ -160,36 +160,60 @@ def _consumer_stats(stats: dict[str, Any], mine: set[tuple[str, int]]) -> None:
 
 
 # -- helpers called at the instrumented points ----------------------------------------------------
+# ``metric.labels(...)`` validates the values and takes the metric's lock on every call (~5 us); the
+# worker calls it several times per event. Children are looked up once and kept here (a dict lookup).
+# A child is never removed from these metrics (only ``consumer_lag``'s are, which does not use this).
+_children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+
+def child(metric: Any, *values: str) -> Any:
+    """``metric.labels(*values)``, cached."""
+    key = (id(metric), values)
+    found = _children.get(key)
+    if found is None:
+        found = _children[key] = metric.labels(*values)
+    return found
+
+
+def inc(metric: Any, *values: str, amount: float = 1) -> None:
+    """``metric.labels(*values).inc(amount)`` through the cached child."""
+    key = (id(metric), values)
+    found = _children.get(key)
+    if found is None:
+        found = _children[key] = metric.labels(*values)
+    found.inc(amount)
+
+
 def observe_routing(result: Any) -> None:
     """One routed event (``app.routing.router.RoutingResult``)."""
     for route, verdict in result.verdicts.items():
-        route_events.labels(route, "true" if verdict.matched else "false").inc()
+        inc(route_events, route, "true" if verdict.matched else "false")
         if not verdict.matched and verdict.reason.startswith("error: "):
-            filter_errors.labels(route).inc()
+            inc(filter_errors, route)
     for failure in result.failures:
         if failure.error_type in ("TemplateError", "PolicyError"):
-            template_errors.labels(failure.route).inc()
+            inc(template_errors, failure.route)
     for message in result.messages:
-        action_messages.labels(message.action).inc()
+        inc(action_messages, message.action)
 
 
 def observe_attempt(action: str, outcome: Any) -> None:
     """One delivery attempt (``actions.runner.Outcome``)."""
-    delivery_attempt_seconds.labels(action).observe(outcome.latency)
+    child(delivery_attempt_seconds, action).observe(outcome.latency)
     if not outcome.delivered:
-        deliveries.labels(action, "failed").inc()
+        inc(deliveries, action, "failed")
 
 
 def observe_delivery(action: str, outcome: Any, received_at: float) -> None:
     """A message done with: delivered or dead-lettered after ``outcome.attempts`` attempts."""
     if outcome.attempts > 1:
-        deliveries.labels(action, "retried").inc(outcome.attempts - 1)
+        inc(deliveries, action, "retried", amount=outcome.attempts - 1)
     if outcome.delivered:
-        deliveries.labels(action, "delivered").inc()
+        inc(deliveries, action, "delivered")
         if received_at > 0:
-            delivery_latency_seconds.labels(action).observe(max(0.0, outcome.last_attempt_at - received_at))
+            child(delivery_latency_seconds, action).observe(max(0.0, outcome.last_attempt_at - received_at))
     else:
-        deliveries.labels(action, "dead_lettered").inc()
+        inc(deliveries, action, "dead_lettered")
 
 
 def init_worker(routes: Iterable[str], actions: Iterable[str]) -> None:
@@ -233,8 +257,8 @@ async def bridge_middleware(request: web.Request,
         status = exc.status
         raise
     finally:
-        bridge_requests.labels(endpoint, str(status)).inc()
-        bridge_request_seconds.labels(endpoint).observe(time.perf_counter() - started)
+        inc(bridge_requests, endpoint, str(status))
+        child(bridge_request_seconds, endpoint).observe(time.perf_counter() - started)
 
 
 async def metrics_handler(request: web.Request) -> web.Response:
