@@ -130,6 +130,7 @@ class BenchHerald(Herald):
             proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT,
                                     start_new_session=True)
         self.procs[name] = proc
+        self.spawned.append((name, proc))  # stopped (SIGTERM, then the profiler writes) at __exit__
         return proc
 
     def __enter__(self) -> Self:
