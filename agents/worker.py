@@ -630,7 +630,10 @@ class Worker:
 
 
 def ensure_worker_topics(worker: Worker, config: Config | None = None) -> None:
-    """Create the topics of ``config`` (default: the worker's) and wait until they have leaders."""
+    """Create the topics of ``config`` (default: the worker's) and wait until each one it reads or
+    writes can be written (``wait_topics``: a leader with the partition's log for every partition).
+    Write-only topics too: records produced to a partition whose log the leader has not created yet
+    can be reported delivered and never written (see ``wait_topics``)."""
     config = config or worker.config
     s = config.herald
     retention = {"retention.ms": str(int(RETENTION_S * 1000))}
@@ -639,7 +642,7 @@ def ensure_worker_topics(worker: Worker, config: Config | None = None) -> None:
     names = worker.topics.all_for(list(config.actions))
     ensure_topics(worker.kafka_conf, names, s.partitions, s.replication_factor, configs=configs,
                   max_message_bytes=SizeLimits(s.body_limit).per_topic(worker.topics, names), body_limit=s.body_limit)
-    wait_topics(worker.kafka_conf, [worker.topics.action(n) for n in config.actions])
+    wait_topics(worker.kafka_conf, names)
 
 
 def run_worker(config: Config, reload_source: Callable[[], Config] | None = None) -> int:

@@ -47,7 +47,7 @@ from app.telemetry import logformat, metrics
 from app.config.loader import Config
 from app.config.reload import ReloadResult
 from app.errors import ConfigError, HeraldError, KafkaUnavailableError
-from app.kafka.admin import ensure_topics
+from app.kafka.admin import ensure_topics, wait_topics
 from app.kafka.client import bootstrap_of, client_config, producer_config
 from app.routing.router import (H_AUTHENTICATED, H_EVENT_ID, H_RECEIVED_AT, H_ROUTE, H_SOURCE, H_USER_AGENT,
                         new_event_id)
@@ -316,6 +316,7 @@ class KafkaWriter:
             )
         )
         self.ready = False
+        self._served = False  # the events topic's leaders answered for every partition
         self.purge_on_outage = False  # set when a spool takes what Kafka cannot
         self.problem = ""
         self._stop = threading.Event()
@@ -339,7 +340,15 @@ class KafkaWriter:
             try:
                 md = self.producer.list_topics(self.topic, timeout=2)
                 topic = md.topics.get(self.topic)
-                self.ready = topic is not None and topic.error is None and bool(md.brokers)
+                ready = topic is not None and topic.error is None and bool(md.brokers)
+                if ready and not self._served:
+                    # once per topic: every partition's leader has its log, or the first events
+                    # could be reported written and lost (app.kafka.admin.wait_topics)
+                    wait_topics(self.kafka, [self.topic], timeout=5.0)
+                    self._served = True
+                elif topic is None:
+                    self._served = False
+                self.ready = ready
                 if not self.ready and md.brokers:
                     self.ensure_topic()
             except (KafkaException, KafkaUnavailableError):

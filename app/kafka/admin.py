@@ -7,8 +7,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, OffsetSpec, ResourceType
 
 from app.errors import ConfigError, KafkaUnavailableError
 from app.kafka.client import bootstrap_of, make_admin
@@ -87,18 +87,30 @@ def check_message_limits(client: AdminClient, limits: Mapping[str, int], body_li
 
 
 def wait_topics(conf: Mapping[str, Any] | str, names: list[str], timeout: float = 30.0) -> None:
-    """Wait until the broker's metadata shows every topic of ``names`` with a leader for each
-    partition. A consumer that subscribes to a topic created a moment ago but not yet in the
-    metadata is assigned none of its partitions until its next metadata refresh."""
+    """Wait until every topic of ``names`` can be written: the broker's metadata shows a leader for
+    each partition, and each leader answers a ListOffsets for it (the partition's log exists there).
+
+    A consumer that subscribes to a topic created a moment ago but not yet in the metadata is
+    assigned none of its partitions until its next metadata refresh. A producer is worse off: the
+    metadata can name a leader a moment before that broker has created the partition's log, so the
+    first produce request fails with NOT_LEADER_OR_FOLLOWER while the next one, sent a few
+    milliseconds later, is written. A broker before Kafka 4.5 takes any first sequence from a
+    producer it has no state for (KIP-360; fixed by KAFKA-15591, apache/kafka#23234), and
+    librdkafka then reports the failed records delivered ("implicitly acked by subsequent batch
+    success", ``rd_kafka_dr_implicit_ack``; confluent-kafka-go#921): acknowledged records lost with
+    no error. Every producer of Herald waits here for the topics it writes before its first record."""
     client = admin(conf)
     deadline = time.monotonic() + timeout
     missing: list[str] = list(names)
     while True:
+        left = max(1.0, min(5.0, deadline - time.monotonic()))
         try:
-            md = client.list_topics(timeout=max(1.0, min(5.0, deadline - time.monotonic())))
+            md = client.list_topics(timeout=left)
             missing = [n for n in names if n not in md.topics or md.topics[n].error is not None
                        or not md.topics[n].partitions
                        or any(p.leader < 0 for p in md.topics[n].partitions.values())]
+            if not missing:
+                missing = _not_served(client, {n: list(md.topics[n].partitions) for n in names}, left)
         except KafkaException:
             pass
         if not missing:
@@ -107,3 +119,20 @@ def wait_topics(conf: Mapping[str, Any] | str, names: list[str], timeout: float 
             raise KafkaUnavailableError(f"topics not ready at {bootstrap_of(conf)} after {timeout:.0f}s: "
                                         f"{', '.join(missing[:5])}")
         time.sleep(0.1)
+
+
+def _not_served(client: AdminClient, partitions: Mapping[str, list[int]], timeout: float) -> list[str]:
+    """The topics of ``partitions`` with a partition whose leader does not answer ListOffsets yet."""
+    if not partitions:
+        return []
+    latest: OffsetSpec = OffsetSpec.latest()  # type: ignore[no-untyped-call]  # confluent-kafka: unannotated
+    futures = client.list_offsets({TopicPartition(n, p): latest for n, parts in partitions.items() for p in parts},
+                                  request_timeout=timeout)
+    failed: list[str] = []
+    for tp, fut in futures.items():
+        try:
+            fut.result(timeout)
+        except KafkaException:
+            if tp.topic not in failed:
+                failed.append(tp.topic)
+    return failed
