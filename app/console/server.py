@@ -640,7 +640,7 @@ async def timeline_report(request: web.Request) -> web.Response:
 
 async def stats_page(request: web.Request) -> web.Response:
     console: Console = request.app[CTX]
-    r = console.store.rates()
+    r = await console.blocking(console.store.rates)
     rows = [f'<tr data-series="intake"><td>events in</td><td>all</td><td class="total">{sum(r["intake"])}</td>'
             f'<td>{pages.sparkline(r["intake"], 240, 28)}</td></tr>']
     for action, outcomes in sorted(r["deliveries"].items()):
@@ -648,15 +648,15 @@ async def stats_page(request: web.Request) -> web.Response:
             rows.append(f'<tr data-series="{pages.esc(action)}/{pages.esc(outcome)}"><td>{pages.esc(action)}</td>'
                         f'<td>{pages.esc(outcome)}</td><td class="total">{sum(series)}</td>'
                         f'<td>{pages.sparkline(series, 240, 28)}</td></tr>')
-    body = ('<p class="hint">Per minute over the last hour, from the events and deliveries topics as the console '
-            'has read them (from their beginning).</p><table class="stats" id="stats"><thead><tr><th>series</th>'
+    body = ('<p class="hint">Per minute over the last hour: events in from the events topic\'s offsets, delivery '
+            'attempts from the deliveries topic (read from its beginning).</p><table class="stats" id="stats"><thead><tr><th>series</th>'
             '<th>outcome</th><th>last hour</th><th>per minute</th></tr></thead><tbody>' + "".join(rows) + "</tbody></table>")
     return _page(request, "Stats", body, "/stats")
 
 
 async def api_stats(request: web.Request) -> web.Response:
     console: Console = request.app[CTX]
-    return web.json_response(console.store.rates())
+    return web.json_response(await console.blocking(console.store.rates))
 
 
 async def static(request: web.Request) -> web.StreamResponse:

@@ -1,11 +1,13 @@
 """What the console shows, read from Herald's topics as they grow.
 
-One background thread tails ``<prefix>events``, ``decisions``, ``deliveries``, ``action.*`` and
-``dlq.*`` from their beginning (a consumer group of its own, nothing committed) and joins the
-records per event id. The last ``herald.console.recent`` events are kept in memory with their
-decision, rendered contents, delivery attempts and dead letters; older ones leave memory (their
-records stay on the topics: ``herald timeline`` and ``herald dlq`` read them). Counters per minute
-for the last hour feed the Stats page. Listeners (the SSE streams) hear about every change.
+One background thread reads ``<prefix>events`` from ``herald.console.recent`` records before each
+partition's end, then tails it together with ``decisions``, ``deliveries``, ``action.*`` and
+``dlq.*`` (read from their beginning; a consumer group of its own, nothing committed), joining
+the records per event id. The last ``recent`` events are kept in memory with their decision,
+rendered contents, delivery attempts and dead letters; older ones leave memory (their records stay
+on the topics: ``herald timeline`` and ``herald dlq`` read them). The Stats page counts events per
+minute from the events topic's offsets and delivery attempts from the deliveries records.
+Listeners (the SSE streams) hear about every change.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, KafkaError
+from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from app.forensics.entities import entity_extractor
 from app.forensics.timeline import Stats, make_row
@@ -53,6 +55,7 @@ class Story:
     deliveries: list[dict[str, Any]] = field(default_factory=list)
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
     seq: int = 0
+    cached: dict[str, Any] | None = None  # summary() as of the last change
 
     @property
     def decision(self) -> dict[str, Any] | None:
@@ -129,16 +132,17 @@ class Store:
         self.kafka = kafka
         self.topics = topics
         self.recent = recent
-        self.stories: OrderedDict[str, Story] = OrderedDict()
+        self.stories: OrderedDict[str, Story] = OrderedDict()  # events read, with what Herald did
+        self.pending: OrderedDict[str, Story] = OrderedDict()  # records whose event was not read
         self.lock = threading.Lock()
         self.listeners: list[Callable[[dict[str, Any]], None]] = []
-        self.intake: Counter[int] = Counter()  # minute -> events
         self.delivery_rates: Counter[tuple[str, str, int]] = Counter()  # (action, outcome, minute) -> attempts
         self.read = 0
         self._seq = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.caught_up = threading.Event()
+        self._event_partitions = 0
         self.error = ""
 
     # -- reading -------------------------------------------------------------------------------
@@ -151,37 +155,73 @@ class Store:
         if self._thread is not None:
             self._thread.join(15)
 
-    def _run(self) -> None:
-        prefix = re.escape(self.topics.prefix)
-        consumer = Consumer(consumer_config(self.kafka, f"herald-console-{uuid.uuid4().hex}", **{
+    def _consumer(self, **overrides: Any) -> Consumer:
+        return Consumer(consumer_config(self.kafka, f"herald-console-{uuid.uuid4().hex}", **{
             "topic.metadata.refresh.interval.ms": 2000, "enable.partition.eof": True,
-            "fetch.max.bytes": 16 * 1024 * 1024}))
-        consumer.subscribe([f"^{prefix}(events|decisions|deliveries|action\\..+|dlq\\..+)$"])
-        idle = 0
+            "fetch.max.bytes": 16 * 1024 * 1024, **overrides}))
+
+    def _events_consumer(self) -> Consumer:
+        """The events topic from ``recent`` records before each partition's end (the older ones
+        would leave memory anyway), or the whole topic once it exists."""
+        consumer = self._consumer()
+        topic = self.topics.events
+        md = consumer.list_topics(topic, timeout=10)
+        meta = md.topics.get(topic)
+        if meta is None or meta.error is not None or not meta.partitions:
+            consumer.subscribe([topic])
+            return consumer
+        starts = []
+        for p in meta.partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            starts.append(TopicPartition(topic, p, max(low, high - self.recent)))
+        consumer.assign(starts)
+        self._event_partitions = len(starts)
+        return consumer
+
+    def _drain(self, consumer: Consumer, eof: set[tuple[str, int]] | None = None) -> int:
+        msgs = consumer.consume(500, timeout=0.1)
+        for msg in msgs:
+            err = msg.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    if eof is not None:
+                        eof.add((msg.topic() or "", msg.partition() or 0))
+                else:
+                    self.error = str(err)
+                continue
+            try:
+                headers: dict[str, Any] = {str(h[0]): h[1] for h in (msg.headers() or [])}
+                self.add(msg.topic() or "", msg.partition() or 0, msg.offset() or 0, msg.timestamp()[1],
+                         headers, msg.key(), msg.value() or b"")
+            except Exception as exc:  # a record the console cannot read must not stop the tail
+                log.warning("console: skipped %s[%s]@%s: %s: %s", msg.topic(), msg.partition(),
+                            msg.offset(), type(exc).__name__, exc)
+        return len(msgs)
+
+    def _run(self) -> None:
+        """Events first (up to their end), so that the other topics' records find their event;
+        then every topic, as they grow."""
+        events = self._events_consumer()
+        prefix = re.escape(self.topics.prefix)
+        others = self._consumer()
+        others.subscribe([f"^{prefix}(decisions|deliveries|action\\..+|dlq\\..+)$"])
         try:
+            eof: set[tuple[str, int]] = set()
+            deadline = time.monotonic() + 120
+            while (not self._stop.is_set() and self._event_partitions and len(eof) < self._event_partitions
+                   and time.monotonic() < deadline):
+                self._drain(events, eof)
+            seen_end: set[tuple[str, int]] = set()
             while not self._stop.is_set():
-                msgs = consumer.consume(500, timeout=0.2)
-                if not msgs:
-                    idle += 1
-                    if idle >= 3 and self.read:
+                self._drain(events)
+                self._drain(others, seen_end)
+                if not self.caught_up.is_set():  # every partition of the other topics read to its end once
+                    assigned = {(tp.topic, tp.partition) for tp in others.assignment()}
+                    if assigned and assigned <= seen_end:
                         self.caught_up.set()
-                    continue
-                idle = 0
-                for msg in msgs:
-                    err = msg.error()
-                    if err is not None:
-                        if err.code() != KafkaError._PARTITION_EOF:
-                            self.error = str(err)
-                        continue
-                    try:
-                        headers: dict[str, Any] = {str(h[0]): h[1] for h in (msg.headers() or [])}
-                        self.add(msg.topic() or "", msg.partition() or 0, msg.offset() or 0, msg.timestamp()[1],
-                                 headers, msg.key(), msg.value() or b"")
-                    except Exception as exc:  # a record the console cannot read must not stop the tail
-                        log.warning("console: skipped %s[%s]@%s: %s: %s", msg.topic(), msg.partition(),
-                                    msg.offset(), type(exc).__name__, exc)
         finally:
-            consumer.close()
+            events.close()
+            others.close()
 
     def add(self, topic: str, partition: int, offset: int, ts_ms: int, headers: dict[str, Any],
             key: bytes | None, value: bytes) -> None:
@@ -194,7 +234,6 @@ class Store:
             row = make_row(rec, entity_of, None, Stats())
             if row is None:
                 return
-            self.intake[ts_ms // 60000] += 1
             self._update(row["event_id"], lambda s: setattr(s, "row", row))
             return
         body = orjson.loads(value)
@@ -221,16 +260,25 @@ class Store:
             self._update(event_id, lambda s: s.dead_letters.append(record))
 
     def _update(self, event_id: str, change: Callable[[Story], None]) -> None:
+        """Apply ``change`` to the event's story. Stories with their event are kept for the last
+        ``recent`` events read; records of an event not read (yet) wait in ``pending`` (bounded too)."""
         with self.lock:
             story = self.stories.get(event_id)
             if story is None:
-                story = self.stories[event_id] = Story(event_id)
+                story = self.pending.get(event_id)
+                if story is None:
+                    story = self.pending[event_id] = Story(event_id)
+                    while len(self.pending) > 4 * self.recent:
+                        self.pending.popitem(last=False)
+            change(story)
+            if story.row is not None and event_id not in self.stories:
+                self.pending.pop(event_id, None)
+                self.stories[event_id] = story
                 while len(self.stories) > self.recent:
                     self.stories.popitem(last=False)
-            change(story)
             self._seq += 1
             story.seq = self._seq
-            summary = story.summary() if story.row is not None else None
+            summary = story.cached = story.summary() if story.row is not None else None
             listeners = list(self.listeners)
         if summary is not None:
             for listener in listeners:
@@ -239,12 +287,12 @@ class Store:
     # -- queries -------------------------------------------------------------------------------
     def story(self, event_id: str) -> Story | None:
         with self.lock:
-            return self.stories.get(event_id)
+            return self.stories.get(event_id) or self.pending.get(event_id)
 
     def latest(self, limit: int = 200, **filters: Any) -> list[dict[str, Any]]:
         """Summaries of the newest events (by Kafka time) that pass ``filters`` (see ``matches``)."""
         with self.lock:
-            summaries = [s.summary() for s in self.stories.values() if s.row is not None]
+            summaries = [s.cached or s.summary() for s in self.stories.values() if s.row is not None]
         summaries.sort(key=lambda s: (s["time_ns"], s["event_id"]), reverse=True)
         out = []
         for s in summaries:
@@ -254,14 +302,35 @@ class Store:
                     break
         return out
 
+    def intake_counts(self, minutes: list[int]) -> list[int]:
+        """Events per minute from the events topic's offsets by time (exact, whether or not the
+        console read those events)."""
+        consumer = self._consumer()
+        topic = self.topics.events
+        try:
+            meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
+            if meta is None or meta.error is not None:
+                return [0] * len(minutes)
+            parts = list(meta.partitions)
+            ends = [consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts]
+            bounds = []
+            for m in [*minutes, minutes[-1] + 1]:
+                found = consumer.offsets_for_times([TopicPartition(topic, p, m * 60000) for p in parts], timeout=10)
+                bounds.append([tp.offset if tp.offset >= 0 else end for tp, end in zip(found, ends, strict=True)])
+            return [sum(b - a for a, b in zip(bounds[i], bounds[i + 1], strict=True)) for i in range(len(minutes))]
+        finally:
+            consumer.close()
+
     def rates(self, now: float | None = None) -> dict[str, Any]:
-        """Per minute over the last hour: events in, and delivery attempts per action and outcome."""
+        """Per minute over the last hour: events in (from the events topic's offsets), and delivery
+        attempts per action and outcome (from the deliveries records read)."""
         minute = int((time.time() if now is None else now) // 60)
         minutes = list(range(minute - 59, minute + 1))
+        intake = self.intake_counts(minutes)
         with self.lock:
-            intake = [self.intake.get(m, 0) for m in minutes]
             per: dict[str, dict[str, list[int]]] = {}
             for (action, outcome, m), n in self.delivery_rates.items():
                 if minutes[0] <= m <= minute:
                     per.setdefault(action, {}).setdefault(outcome, [0] * 60)[m - minutes[0]] += n
-        return {"minutes": minutes, "intake": intake, "deliveries": per}
+        return {"minutes": minutes, "intake": intake, "deliveries": per, "records_read": self.read,
+                "caught_up": self.caught_up.is_set()}
