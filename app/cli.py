@@ -364,11 +364,16 @@ def cmd_dlq(args: argparse.Namespace) -> int:
 
 
 def cmd_console(args: argparse.Namespace) -> int:
+    from app.console.auth import exposure_problem
     from app.console.server import run
 
-    config = _load(args)
+    config = _load(args, kafka=False)
     if args.listen:
         config.herald.console.listen = args.listen
+    problem = exposure_problem(config.herald.console)  # before Kafka: a refusal needs no broker
+    if problem:
+        raise ConfigError(problem)
+    _probe(config)
     return run(config)
 
 

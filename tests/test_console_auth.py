@@ -9,6 +9,7 @@ import hashlib
 import re
 import ssl
 import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from app.console.auth import Access, exposure_problem
 from app.console.server import Console, make_app, mask, report_csp, run
 from app.console.store import matches
 from app.errors import ConfigError
-from tests.harness import free_port
+from tests.harness import ROOT, free_port
 
 
 @pytest.fixture(autouse=True)
@@ -94,6 +95,15 @@ def test_non_loopback_needs_users() -> None:
     config = parse_config({"herald": {"console": {"listen": "0.0.0.0:8084"}}}, environ={})
     with pytest.raises(ConfigError, match="not a loopback address"):
         run(config)
+
+
+def test_herald_console_refuses_a_public_address_without_users(tmp_path: Path) -> None:
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("herald:\n  kafka-bootstrap-servers: 127.0.0.1:1\n")
+    proc = subprocess.run([sys.executable, "-m", "app.cli", "console", "--config", str(cfg), "--listen", "0.0.0.0:8084"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "herald.console.listen 0.0.0.0:8084 is not a loopback address" in proc.stderr
 
 
 def test_mask_hides_secrets_and_url_paths() -> None:

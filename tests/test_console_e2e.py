@@ -339,6 +339,13 @@ def test_viewer_cannot_redrive(stack: Stack, posted: dict[str, Any]) -> None:
         assert status == 403, (op, status, body)
     status, _ = api(stack, "GET", "/api/dlq?action=a-flaky", token=VIEWER_TOKEN)
     assert status == 200
+    # the live filters, through the API the page's stream shares them with
+    flaky_ids = {i for i, e in posted["ids"].items() if e.get("flaky")}
+    for query, expected in (("route=r-flaky", flaky_ids), ("action=a-flaky&outcome=delivered", flaky_ids),
+                            ("outcome=dead-lettered", set()), ("route=r-all&window=3600", set(posted["ids"])),
+                            ("route=r-never", set())):
+        status, rows = api(stack, "GET", f"/api/events?{query}", token=VIEWER_TOKEN)
+        assert status == 200 and {r["event_id"] for r in rows} == expected, query
     assert stack.sink.count("/flaky") == 4
 
 
