@@ -389,3 +389,14 @@ def test_config_timeline_and_stats_pages(stack: Stack, posted: dict[str, Any]) -
     assert report.count('class="lane row"') == 1 and 'data-entity="node-0"' in report
     status, _, _ = client.request("GET", "/timeline?by=nope")
     assert status == 400
+
+
+def test_timeline_report_runs_in_its_sandbox(stack: Stack, posted: dict[str, Any]) -> None:
+    """The report's inline script runs under the hash-only CSP (in the console's iframe), and clicking
+    an event opens its details."""
+    seen = browse(stack, VIEWER_TOKEN, "timeline", "since=1h&by=host")
+    hosts: dict[str, int] = {}
+    for event in posted["ids"].values():
+        hosts[event["hostname"]] = hosts.get(event["hostname"], 0) + 1
+    assert sorted(seen["lanes"]) == sorted([h, n] for h, n in hosts.items())
+    assert seen["detailTitle"]

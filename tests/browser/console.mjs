@@ -2,7 +2,7 @@
 // what a person would see, as JSON, for tests/test_console_e2e.py to assert on:
 //   node console.mjs BASE_URL TOKEN SCENARIO [ARGS...]
 // Scenarios: live N SHOT (prints {"ready":true} once the SSE stream is open, then waits for N
-// finished rows), story EVENT_ID, redrive ACTION, viewer, try EVENT_JSON_FILE.
+// finished rows), story EVENT_ID, redrive ACTION, viewer, try EVENT_JSON_FILE, timeline QUERY.
 // Every scenario logs in through the form with TOKEN and records dialogs and page errors.
 import { chromium } from 'playwright-core';
 import fs from 'node:fs';
@@ -89,6 +89,15 @@ try {
     await Promise.all([page.waitForNavigation(), page.click('#try')]);
     out.routes = await page.$$eval('#try-routes tbody tr', (trs) => trs.map((tr) => Array.from(tr.children).map((td) => td.textContent)));
     out.contents = await page.$$eval('details.content', (ds) => ds.map((d) => [d.dataset.action, d.querySelector('pre').textContent]));
+  } else if (scenario === 'timeline') {
+    await page.goto(base + '/timeline?' + rest[0]);
+    await page.waitForSelector('body[data-ready="1"]');
+    const frame = page.frameLocator('#report');
+    await frame.locator('body[data-ready="1"]').waitFor({ timeout: 30000 });  // the report's own script ran
+    out.lanes = await frame.locator('.lane').evaluateAll((ls) => ls.map((l) => [l.dataset.entity, l.querySelectorAll('.ev').length]));
+    await frame.locator('.lane .ev').first().click();
+    await frame.locator('#details:not([hidden])').waitFor({ timeout: 5000 });
+    out.detailTitle = await frame.locator('#detail-title').textContent();
   } else {
     throw new Error('unknown scenario ' + scenario);
   }
