@@ -328,6 +328,8 @@ class Store:
         minutes = list(range(minute - 59, minute + 1))
         intake = self.intake_counts(minutes)
         with self.lock:
+            for key in [k for k in self.delivery_rates if k[2] < minutes[0]]:  # older than an hour: not kept
+                del self.delivery_rates[key]
             per: dict[str, dict[str, list[int]]] = {}
             for (action, outcome, m), n in self.delivery_rates.items():
                 if minutes[0] <= m <= minute:
