@@ -55,7 +55,7 @@ class Pipeline(Protocol):
     io: KafkaIO
     kafka_conf: dict[str, Any]
 
-    def send(self, topic: str, key: str, value: bytes | None, ticket: Ticket | None,
+    def produce(self, topic: str, key: str, value: bytes | None, ticket: Ticket | None,
              partition: int | None = None) -> None: ...
 
     def emit(self, message: ActionMessage, ticket: Ticket) -> None: ...
@@ -90,7 +90,7 @@ class RouteState:
         self.timed = [n for n in self._aggregating if self.routes[n].aggregate_timeout]
         for name in before:
             if name not in self._aggregating:
-                self.w.send(self.topic, name, orjson.dumps({"kind": "flush", "route": name}), None)
+                self.w.produce(self.topic, name, orjson.dumps({"kind": "flush", "route": name}), None)
 
     @staticmethod
     def partition_key(item: dict[str, Any], aggregates: bool) -> str:
@@ -98,7 +98,7 @@ class RouteState:
 
     def submit(self, item: dict[str, Any], ticket: Ticket) -> None:
         key = self.partition_key(item, self.w.router.aggregates(self.routes[item["route"]]))
-        self.w.send(self.topic, key, orjson.dumps(item), ticket)
+        self.w.produce(self.topic, key, orjson.dumps(item), ticket)
 
     def background_tasks(self) -> list[asyncio.Task[None]]:
         # ticks run even without timed routes: a reload may add one
@@ -109,7 +109,7 @@ class RouteState:
         while True:
             await asyncio.sleep(TICK_INTERVAL)
             for route in self.timed:
-                self.w.send(self.topic, route, orjson.dumps({"kind": "tick", "route": route}), None)
+                self.w.produce(self.topic, route, orjson.dumps({"kind": "tick", "route": route}), None)
 
     # -- partitions ---------------------------------------------------------------------------
     def assigned(self, partitions: list[int]) -> None:
@@ -156,7 +156,7 @@ class RouteState:
                 expired = [k for k, v in loaded.items() if k.startswith("d" + _SEP) and 0 < v["exp"] <= now]
                 for key in expired:  # expired dedup keys: delete them from the changelog too
                     del loaded[key]
-                    self.w.send(self.changelog, key, None, None, partition=partition)
+                    self.w.produce(self.changelog, key, None, None, partition=partition)
                 self.tables[partition] = loaded
                 log.info("route-state: %d entries of partition %d read back", len(loaded), partition)
         return self.tables[partition]
@@ -284,7 +284,7 @@ class RouteState:
                 while queue and queue[0][0].all_acked():
                     ticket, writes = queue.popleft()
                     for key, value in writes:
-                        self.w.send(self.changelog, key, None if value is None else orjson.dumps(value), ticket,
+                        self.w.produce(self.changelog, key, None if value is None else orjson.dumps(value), ticket,
                                     partition=partition)
                     self.w.io.done(ticket)
             await asyncio.sleep(0.002)

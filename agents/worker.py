@@ -146,34 +146,28 @@ class Worker:
         self.state.revoked([p for t, p in tps if t == self.topics.route_state])
         log.info("partitions revoked: %s", " ".join(f"{t}[{p}]" for t, p in sorted(tps)))
 
-    def send(self, topic: str, key: str, value: bytes | None, ticket: Ticket | None, partition: int | None = None) -> None:
+    def produce(self, topic: str, key: str, value: bytes | None, ticket: Ticket | None, partition: int | None = None) -> None:
         self.io.produce(topic, key, value, ticket, partition)
 
     def dead_letter(self, stage: str, ticket: Ticket, error: str, error_type: str, *, event_id: str = "",
                     attempts: int = 0, original: Any = None, outcome: Outcome | None = None) -> None:
         """A dead letter for ``ticket``'s message, on ``dlq.router`` or ``dlq.<action>``."""
-        now = time.time()
-        record = DeadLetter(
-            stage=stage, error=error, error_type=error_type, attempts=outcome.attempts if outcome else attempts,
-            first_attempt_at=outcome.first_attempt_at if outcome else now,
-            last_attempt_at=outcome.last_attempt_at if outcome else now,
-            source_topic=ticket.topic, source_partition=ticket.partition, source_offset=ticket.offset,
-            event_id=event_id, status=outcome.status if outcome else None,
-            original=ticket.value.decode("utf-8", "replace") if original is None else original,
-        )
+        record = _dead_letter_record(stage, ticket, error, error_type, event_id,
+                                     ticket.value.decode("utf-8", "replace") if original is None else original,
+                                     outcome, attempts)
         topic = self.topics.router_dlq if stage == "router" else self.topics.dlq(stage)
         metrics.inc(metrics.dead_letters, stage)
-        self.send(topic, event_id or f"{ticket.topic}-{ticket.partition}-{ticket.offset}", record.to_json(), ticket)
+        self.produce(topic, event_id or f"{ticket.topic}-{ticket.partition}-{ticket.offset}", record.to_json(), ticket)
 
     def emit(self, message: ActionMessage, ticket: Ticket) -> None:
         """Send ``message`` to every enabled action of its route (each action gets every batch)."""
         for action in self.config.route_actions(self.config.routes[message.route]):
             message.action = action
             metrics.inc(metrics.action_messages, action)
-            self.send(self.action_topics[action], message.event_id, message.to_json(), ticket)
+            self.produce(self.action_topics[action], message.event_id, message.to_json(), ticket)
 
     def record_decision(self, record: dict[str, Any], ticket: Ticket) -> None:
-        self.send(self.topics.decisions, record["event_id"], orjson.dumps(record), ticket)
+        self.produce(self.topics.decisions, record["event_id"], orjson.dumps(record), ticket)
 
     # -- router stage -------------------------------------------------------------------------
     async def _router_loop(self) -> None:
@@ -214,7 +208,7 @@ class Worker:
             self.dead_letter("router", ticket, str(exc), "EventError", event_id=meta.event_id, attempts=1)
             return
         for message in result.messages:
-            self.send(self.action_topics[message.action], message.event_id, message.to_json(), ticket)
+            self.produce(self.action_topics[message.action], message.event_id, message.to_json(), ticket)
         for item in result.stateful:
             self.state.submit(item, ticket)
         for failure in result.failures:
@@ -310,13 +304,13 @@ class Worker:
             delivered.suppressed += 1
             metrics.inc(metrics.deliveries, name, "duplicate_suppressed")
             log.debug("action %s: %s was already delivered; redelivery suppressed", name, key)
-            self.send(self.topics.deliveries, message.event_id,
+            self.produce(self.topics.deliveries, message.event_id,
                       self._delivery(message, name, 0, "duplicate-suppressed"), ticket)
             return None
 
         async def on_attempt(m: ActionMessage, attempt: int, outcome: Outcome) -> None:
             metrics.observe_attempt(name, outcome)
-            self.send(self.topics.deliveries, m.event_id, self._delivery(
+            self.produce(self.topics.deliveries, m.event_id, self._delivery(
                 m, name, attempt, "delivered" if outcome.delivered else "failed", outcome.status, outcome.error,
                 round(outcome.latency * 1000, 3)), ticket)
 
@@ -352,12 +346,8 @@ class Worker:
         redelivers the message rather than losing a refused part. ``original`` is the message of
         that part alone, so a redrive re-sends just it."""
         for part in outcome.rejected:
-            record = DeadLetter(
-                stage=name, error=part.error, error_type=part.error_type, attempts=outcome.attempts,
-                first_attempt_at=outcome.first_attempt_at, last_attempt_at=outcome.last_attempt_at,
-                source_topic=ticket.topic, source_partition=ticket.partition, source_offset=ticket.offset,
-                event_id=message.event_id, status=outcome.status, original=orjson.loads(part.message.to_json()),
-            )
+            record = _dead_letter_record(name, ticket, part.error, part.error_type, message.event_id,
+                                         orjson.loads(part.message.to_json()), outcome)
             await self.io.produce_acked(self.topics.dlq(name), message.event_id, record.to_json(), ticket)
             metrics.inc(metrics.dead_letters, name)
         log.warning("action %s: event %s delivered except %d part(s), dead-lettered: %s", name, message.event_id,
@@ -627,6 +617,20 @@ class Worker:
             return 1
         log.info("worker stopped")
         return 0
+
+
+def _dead_letter_record(stage: str, ticket: Ticket, error: str, error_type: str, event_id: str, original: Any,
+                        outcome: Outcome | None, attempts: int = 0) -> DeadLetter:
+    """The one way the worker builds a dead letter: where the message came from, and the attempts
+    of its delivery (``outcome``), or ``attempts`` at this moment when it never reached an action."""
+    now = time.time()
+    return DeadLetter(
+        stage=stage, error=error, error_type=error_type, attempts=outcome.attempts if outcome else attempts,
+        first_attempt_at=outcome.first_attempt_at if outcome else now,
+        last_attempt_at=outcome.last_attempt_at if outcome else now,
+        source_topic=ticket.topic, source_partition=ticket.partition, source_offset=ticket.offset,
+        event_id=event_id, status=outcome.status if outcome else None, original=original,
+    )
 
 
 def ensure_worker_topics(worker: Worker, config: Config | None = None) -> None:
