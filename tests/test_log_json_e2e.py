@@ -79,8 +79,9 @@ def test_run_logs_one_json_object_per_line_with_event_ids(kafka: Any, tmp_path: 
                 if "herald worker ready" not in stderr.read_text(errors="replace"):
                     return False
                 try:
+                    # 200 also while spooling: wait until the bridge writes to Kafka (an event then gets 200, not 202)
                     with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as resp:
-                        return resp.status == 200
+                        return resp.status == 200 and json.loads(resp.read()).get("kafka") == "reachable"
                 except (urllib.error.URLError, ConnectionError):
                     return False
 
