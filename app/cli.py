@@ -292,44 +292,16 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 # test-route --origin: the Kafka headers of the event simulated (see app/routing/router.py, the guard)
-TEST_ROUTE_ORIGINS = {
-    "unauthenticated": {"herald-source": "127.0.0.1"},  # posted to the bridge without credentials
-    "bearer": {"herald-source": "127.0.0.1", "herald-authenticated": "bearer"},
-    "hmac": {"herald-source": "127.0.0.1", "herald-authenticated": "hmac"},
-    "mtls": {"herald-source": "127.0.0.1", "herald-authenticated": "mtls"},
-    "kafka": {},  # produced to the events topic directly
-}
-
-
 def cmd_test_route(args: argparse.Namespace) -> int:
-    from app.routing.router import EventMeta, Router
+    from app.routing.router import TRY_ORIGINS, EventMeta, Router, route_report
 
     config = load_config(config_path(args.config))
     router = Router(config)
     raw = _read_event(args.event)
-    meta = EventMeta.from_headers(TEST_ROUTE_ORIGINS[args.origin], "test-route", 0.0)
+    meta = EventMeta.from_headers(TRY_ORIGINS[args.origin], "test-route", 0.0)
     meta.route = args.route
     result = router.route(raw, meta)
-    guarded = {g.route: g for g in result.guarded}
-    report = {
-        "origin": meta.describe(),
-        "routes": {
-            name: {
-                "matched": v.matched,
-                "reason": v.reason,
-                "template": config.routes[name].template,
-                "actions": config.route_actions(config.routes[name]) if v.matched else [],
-                **({"fired": False, "guarded": guarded[name].actions, "guard": guarded[name].reason}
-                   if name in guarded else {}),
-            }
-            for name, v in result.verdicts.items()
-        },
-        "deliveries": [
-            {"route": m.route, "action": m.action, "content": {k: v for k, v in m.content.to_dict().items() if v}}
-            for m in result.messages
-        ],
-        "failures": [f.__dict__ for f in result.failures],
-    }
+    report = route_report(config, meta, result)
     sys.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
     return 0
 
@@ -448,7 +420,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("test-route", help="dry-run an event through a config's routes")
     sp.add_argument("--config", "-c")
     sp.add_argument("--route", help="run only this route (as /tenant/{route})")
-    sp.add_argument("--origin", choices=list(TEST_ROUTE_ORIGINS), default="unauthenticated",
+    sp.add_argument("--origin", choices=["unauthenticated", "bearer", "hmac", "mtls", "kafka"],  # router.TRY_ORIGINS
+                    default="unauthenticated",
                     help="where the event comes from, for the guard on system-changing actions: posted to the "
                          "bridge without credentials (default), with bearer/hmac/mtls credentials, or produced "
                          "to Kafka directly")

@@ -88,3 +88,14 @@ def test_test_route_explains_matches(tmp_path: Path) -> None:
     assert report["routes"]["aqua"]["matched"] is True
     assert [d["action"] for d in report["deliveries"]] == ["s"]
     assert report["deliveries"][0]["content"]["title"] == "Raw Message Received"
+
+
+def test_test_route_origins_are_the_routers() -> None:
+    # the CLI lists them without importing the router at start; they must be the router's
+    from app.cli import build_parser
+    from app.routing.router import TRY_ORIGINS
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command" or getattr(a, "choices", None)
+               and "test-route" in a.choices)
+    origin = next(a for a in sub.choices["test-route"]._actions if a.dest == "origin")
+    assert list(origin.choices) == list(TRY_ORIGINS)

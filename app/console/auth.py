@@ -12,26 +12,16 @@
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import secrets
 import time
 from dataclasses import dataclass, field
 
 from app.config.settings import ConsoleSettings
+from app.ingest.bridge import is_loopback
 
 ROLES = ("viewer", "operator")
 COOKIE = "herald_console"
 LOGIN_COOKIE = "herald_console_login"
-
-
-def is_loopback(host: str) -> bool:
-    host = host.strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def exposure_problem(settings: ConsoleSettings) -> str | None:

@@ -15,16 +15,10 @@ from app.forensics.dlq import DeadLetters
 from app.kafka.client import producer_config
 from app.kafka.topics import SizeLimits
 from app.routing.policy.engine import EmbeddedEngine
-from app.routing.router import EventMeta, Router
+from app.routing.router import TRY_ORIGINS, EventMeta, Router, route_report
 
 # how the event under test arrived (the guard on system-changing actions looks at it)
-ORIGINS: dict[str, dict[str, str]] = {
-    "unauthenticated": {"herald-source": "127.0.0.1"},
-    "bearer": {"herald-source": "127.0.0.1", "herald-authenticated": "bearer"},
-    "hmac": {"herald-source": "127.0.0.1", "herald-authenticated": "hmac"},
-    "mtls": {"herald-source": "127.0.0.1", "herald-authenticated": "mtls"},
-    "kafka": {},
-}
+ORIGINS = TRY_ORIGINS
 
 
 def try_route(config: Config, raw: bytes, origin: str = "bearer", route: str | None = None) -> dict[str, Any]:
@@ -45,26 +39,7 @@ def try_route(config: Config, raw: bytes, origin: str = "bearer", route: str | N
         result = router.route(raw, meta)
     except EventError as exc:
         raise HeraldError(str(exc)) from None
-    guarded = {g.route: g for g in result.guarded}
-    return {
-        "origin": meta.describe(),
-        "routes": {
-            name: {
-                "matched": v.matched,
-                "reason": v.reason,
-                "template": config.routes[name].template,
-                "actions": config.route_actions(config.routes[name]) if v.matched else [],
-                **({"fired": False, "guarded": guarded[name].actions, "guard": guarded[name].reason}
-                   if name in guarded else {}),
-            }
-            for name, v in result.verdicts.items()
-        },
-        "deliveries": [
-            {"route": m.route, "action": m.action, "content": {k: v for k, v in m.content.to_dict().items() if v}}
-            for m in result.messages
-        ],
-        "failures": [dict(f.__dict__) for f in result.failures],
-    }
+    return route_report(config, meta, result)
 
 
 def _filter_engine(where: str) -> EmbeddedEngine:

@@ -393,3 +393,40 @@ class Router:
                     )
                 )
         return result
+
+
+# How an event came in, for trying a route without sending it (``herald test-route --origin``, the
+# console's "try a route"): the headers the bridge would have set, or none for an event produced to
+# the events topic directly.
+TRY_ORIGINS: dict[str, dict[str, str]] = {
+    "unauthenticated": {"herald-source": "127.0.0.1"},  # posted to the bridge without credentials
+    "bearer": {"herald-source": "127.0.0.1", "herald-authenticated": "bearer"},
+    "hmac": {"herald-source": "127.0.0.1", "herald-authenticated": "hmac"},
+    "mtls": {"herald-source": "127.0.0.1", "herald-authenticated": "mtls"},
+    "kafka": {},  # produced to the events topic directly
+}
+
+
+def route_report(config: Config, meta: EventMeta, result: RoutingResult) -> dict[str, Any]:
+    """What routing did with one event, for people: every route matched or not and why, the guard's
+    reasons, the content each action would get, and the failures."""
+    guarded = {g.route: g for g in result.guarded}
+    return {
+        "origin": meta.describe(),
+        "routes": {
+            name: {
+                "matched": v.matched,
+                "reason": v.reason,
+                "template": config.routes[name].template,
+                "actions": config.route_actions(config.routes[name]) if v.matched else [],
+                **({"fired": False, "guarded": guarded[name].actions, "guard": guarded[name].reason}
+                   if name in guarded else {}),
+            }
+            for name, v in result.verdicts.items()
+        },
+        "deliveries": [
+            {"route": m.route, "action": m.action, "content": {k: v for k, v in m.content.to_dict().items() if v}}
+            for m in result.messages
+        ],
+        "failures": [dict(f.__dict__) for f in result.failures],
+    }
