@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.cookiejar
 import json
+import os
 import queue
 import re
 import shutil
@@ -233,9 +234,12 @@ def test_session_cookie_flags_and_csrf(stack: Stack) -> None:
 
 # -- the pipeline, live -------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def posted(stack: Stack) -> dict[str, Any]:
-    """Events posted while the live page is open: it must show them without a reload."""
-    shot = ROOT / "docs" / "console.png"
+def posted(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Events posted while the live page is open: it must show them without a reload. The page's
+    screenshot goes to a temporary folder, or to the README's docs/console.png with
+    HERALD_UPDATE_SCREENSHOT=1 (a test run leaves tracked files alone)."""
+    shot = (ROOT / "docs" / "console.png" if os.environ.get("HERALD_UPDATE_SCREENSHOT") == "1"
+            else tmp_path_factory.mktemp("console") / "console.png")
     browser = Browser(stack, OPERATOR_TOKEN, "live", "6", str(shot))
     browser.ready()
     ids: dict[str, dict[str, Any]] = {}
