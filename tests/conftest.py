@@ -5,47 +5,27 @@ A broker that cannot start FAILS the tests that need it; nothing is skipped.
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from app.devtools.kafka_local import LocalKafka
-from tests.harness import FIXTURES, free_port
+from tests.harness import FIXTURES, private_broker
 
 __all__ = ["FIXTURES"]
 
 
-def _broker(what: str, secured: bool) -> Iterator[LocalKafka]:
-    state = Path(tempfile.mkdtemp(prefix=f"herald-test-kafka-{'secured-' if secured else ''}"))
-    extra = {"secured": True, "internal_port": free_port()} if secured else {}
-    broker = LocalKafka(state, port=free_port(), controller_port=free_port(), **extra)
-    try:
-        broker.start(timeout=120)
-    except Exception as exc:  # noqa: BLE001
-        log = (state / "kafka.log").read_text(errors="replace")[-3000:] if (state / "kafka.log").exists() else ""
-        pytest.fail(f"the {what} could not start: {exc}\n{log}", pytrace=False)
-    try:
-        yield broker
-    finally:
-        broker.stop()
-        if not os.environ.get("HERALD_KEEP_TEST_STATE"):
-            shutil.rmtree(state, ignore_errors=True)
-
-
 @pytest.fixture(scope="session")
 def kafka() -> Iterator[LocalKafka]:
-    yield from _broker("test Kafka broker", secured=False)
+    yield from private_broker("test Kafka broker", secured=False)
 
 
 @pytest.fixture(scope="session")
 def secure_kafka() -> Iterator[LocalKafka]:
     """A second broker whose client listener is SASL_SSL with SCRAM-SHA-512 (``client_settings()``
     is its ``herald.kafka`` block, ``client_config()`` a librdkafka config)."""
-    yield from _broker("secured test Kafka broker", secured=True)
+    yield from private_broker("secured test Kafka broker", secured=True)
 
 
 @pytest.fixture

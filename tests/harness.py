@@ -23,25 +23,31 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import datetime
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from aiohttp import web
+
+from app.devtools.kafka_local import LocalKafka
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(os.environ.get("HERALD_FIXTURES", str(ROOT / "tests" / "fixtures")))
@@ -557,3 +563,49 @@ class Herald:
             return [int(tp.offset) if tp.offset >= 0 else -1 for tp in tps]
         finally:
             consumer.close()
+
+
+# -- brokers and certificates of a test's own ------------------------------------------------
+
+def private_broker(what: str, secured: bool = False) -> Iterator[LocalKafka]:
+    """A started broker on free ports of a temporary state directory, stopped (and its state removed
+    unless HERALD_KEEP_TEST_STATE) at the end: ``yield from private_broker(...)`` in a fixture. A broker
+    that cannot start fails the test with the tail of its log; nothing is skipped."""
+    state = Path(tempfile.mkdtemp(prefix=f"herald-test-kafka-{'secured-' if secured else ''}"))
+    extra = {"secured": True, "internal_port": free_port()} if secured else {}
+    broker = LocalKafka(state, port=free_port(), controller_port=free_port(), **extra)
+    try:
+        broker.start(timeout=120)
+    except Exception as exc:  # noqa: BLE001
+        log = (state / "kafka.log").read_text(errors="replace")[-3000:] if (state / "kafka.log").exists() else ""
+        pytest.fail(f"the {what} could not start: {exc}\n{log}", pytrace=False)
+    try:
+        yield broker
+    finally:
+        broker.stop()
+        if not os.environ.get("HERALD_KEEP_TEST_STATE"):
+            shutil.rmtree(state, ignore_errors=True)
+
+
+def make_client_cert(ca_cert_pem: bytes, ca_key_pem: bytes, name: str = "scanner") -> tuple[bytes, bytes]:
+    """A TLS client certificate (CN=``name``, clientAuth) and its key, PEM, signed by the CA."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    ca_cert = x509.load_pem_x509_certificate(ca_cert_pem)
+    ca_key = serialization.load_pem_private_key(ca_key_pem, password=None)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .issuer_name(ca_cert.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
+    )
+    return (cert.public_bytes(serialization.Encoding.PEM),
+            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption()))

@@ -6,7 +6,6 @@ one log line and no traceback (``Herald.__exit__`` fails the test on any traceba
 from __future__ import annotations
 
 import asyncio
-import datetime
 import hashlib
 import hmac
 import json
@@ -30,7 +29,7 @@ from actions import parse_config
 from app.devtools.kafka_local import make_ca, make_server_cert
 from app.kafka.window import WindowReader
 from app.routing.router import H_AUTHENTICATED, H_EVENT_ID
-from tests.harness import ROOT, TRACEBACK, Herald, free_port, wait_until
+from tests.harness import ROOT, TRACEBACK, Herald, free_port, make_client_cert, wait_until
 
 TOKEN_1, TOKEN_2 = "tok-one-0123456789", "tok-two-9876543210"  # two valid at once: a rotation
 HMAC_KEY = "global-hmac-key-abcdef"
@@ -349,29 +348,6 @@ def test_bridge_refuses_a_non_loopback_address_without_auth(tmp_path: Path) -> N
 
 
 # -- mTLS -------------------------------------------------------------------------------------------
-def make_client_cert(ca_cert_pem: bytes, ca_key_pem: bytes, name: str = "scanner") -> tuple[bytes, bytes]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    ca_cert = x509.load_pem_x509_certificate(ca_cert_pem)
-    ca_key = serialization.load_pem_private_key(ca_key_pem, password=None)
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-        .issuer_name(ca_cert.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
-    )
-    return (cert.public_bytes(serialization.Encoding.PEM),
-            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                              serialization.NoEncryption()))
-
-
 async def test_mtls_client_certificate_authenticates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                      kafka: Any) -> None:
     ca_cert, ca_key = make_ca("test bridge CA")

@@ -14,7 +14,6 @@ when the partition is lost.
 
 from __future__ import annotations
 
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -25,7 +24,7 @@ import pytest
 from agents.kafkaio import PAUSE_ABOVE
 from app.devtools.kafka_local import LocalKafka
 from tests.accounting import assert_counts, delivered_numbers, wait_all_delivered, wait_records
-from tests.harness import Herald, Sink, free_port, wait_until
+from tests.harness import Herald, private_broker, Sink, wait_until
 from tests.test_resilience_e2e import config
 
 PARTITIONS = 3
@@ -40,16 +39,8 @@ BOUND_S = 120  # every acknowledged event at the sink this long after the broker
 @pytest.fixture
 def own_broker() -> Iterator[LocalKafka]:
     """A broker of this test's own, since the test kills and restarts it."""
-    state = Path(tempfile.mkdtemp(prefix="herald-alive-outage-kafka-"))
-    broker = LocalKafka(state, port=free_port(), controller_port=free_port())
-    try:
-        broker.start(timeout=120)
-    except Exception as exc:  # noqa: BLE001
-        pytest.fail(f"the outage test's Kafka broker could not start: {exc}", pytrace=False)
-    try:
-        yield broker
-    finally:
-        broker.stop()
+    yield from private_broker("outage test's Kafka broker")
+
 
 
 def test_worker_alive_through_outage_delivers_every_acknowledged_event_once(own_broker: LocalKafka,

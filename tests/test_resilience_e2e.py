@@ -6,7 +6,6 @@ never posted does, and duplicates stay within a bound each test states and expla
 from __future__ import annotations
 
 import signal
-import tempfile
 from pathlib import Path
 from collections.abc import Iterator
 from typing import Any
@@ -15,7 +14,7 @@ import pytest
 
 from app.devtools.kafka_local import LocalKafka
 from tests.accounting import CONCURRENCY, assert_counts, wait_all_delivered
-from tests.harness import Herald, Sink, free_port, wait_until
+from tests.harness import Herald, private_broker, Sink, wait_until
 
 
 def config(sink: Sink) -> dict[str, Any]:
@@ -58,13 +57,8 @@ def test_worker_restart_midway_loses_nothing(kafka: Any, tmp_path: Path, sig: in
 @pytest.fixture
 def own_broker() -> Iterator[LocalKafka]:
     """A broker of this test's own, since the test stops and restarts it."""
-    state = Path(tempfile.mkdtemp(prefix="herald-outage-kafka-"))
-    broker = LocalKafka(state, port=free_port(), controller_port=free_port())
-    broker.start(timeout=120)
-    try:
-        yield broker
-    finally:
-        broker.stop()
+    yield from private_broker("outage test's Kafka broker")
+
 
 
 def test_broker_outage_gives_503_and_loses_no_acknowledged_event(own_broker: LocalKafka, tmp_path: Path) -> None:

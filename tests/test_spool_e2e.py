@@ -16,7 +16,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.error
@@ -33,7 +32,7 @@ import yaml
 from app.devtools.kafka_local import LocalKafka
 from app.routing.router import H_EVENT_ID
 from tests.accounting import assert_counts, wait_all_delivered
-from tests.harness import ROOT, Herald, Sink, free_port, wait_until
+from tests.harness import ROOT, free_port, Herald, private_broker, Sink, wait_until
 from tests.test_resilience_e2e import config
 
 RATE = 100  # events per second
@@ -45,16 +44,8 @@ DOWN_S = 60  # ...and stays down this long
 @pytest.fixture(scope="module")
 def broker() -> Iterator[LocalKafka]:
     """A broker of this module's own: its tests kill and restart it."""
-    state = Path(tempfile.mkdtemp(prefix="herald-spool-kafka-"))
-    b = LocalKafka(state, port=free_port(), controller_port=free_port())
-    try:
-        b.start(timeout=120)
-    except Exception as exc:  # noqa: BLE001
-        pytest.fail(f"the spool tests' Kafka broker could not start: {exc}", pytrace=False)
-    try:
-        yield b
-    finally:
-        b.stop()
+    yield from private_broker("spool tests' Kafka broker")
+
 
 
 class OpenLoopClient:

@@ -7,7 +7,6 @@ CA or a refused client certificate stop Herald at start with one line naming the
 
 from __future__ import annotations
 
-import datetime
 import logging
 import os
 import subprocess
@@ -28,7 +27,7 @@ from app.routing.policy.engine import make_engine, opa_options
 from app.devtools.opa_local import OpaServer, opa_binary
 from app.routing.policy.opa import OpaEngine
 from app.routing.router import EventMeta, Router
-from tests.harness import ROOT, TRACEBACK
+from tests.harness import ROOT, TRACEBACK, make_client_cert
 
 TOKEN = "opa-tls-test-token-3f9a1c"
 WRONG = "opa-tls-test-token-wrong0"
@@ -57,30 +56,6 @@ allow {
 """
 
 
-def client_cert(ca_cert: bytes, ca_key: bytes, name: str) -> tuple[bytes, bytes]:
-    """A TLS client certificate (CN=``name``) signed by the CA."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    issuer = x509.load_pem_x509_certificate(ca_cert)
-    signer = serialization.load_pem_private_key(ca_key, password=None)
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-        .issuer_name(issuer.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .sign(signer, hashes.SHA256())  # type: ignore[arg-type]
-    )
-    return (cert.public_bytes(serialization.Encoding.PEM),
-            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                              serialization.NoEncryption()))
-
-
 @dataclass
 class Pki:
     ca: Path
@@ -101,8 +76,8 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     rogue_cert, rogue_key = make_ca("Someone else's CA")
     files: dict[str, bytes] = {"ca.pem": ca_cert, "rogue-ca.pem": rogue_cert}
     files["server.pem"], files["server.key"] = make_server_cert(ca_cert, ca_key, ("127.0.0.1", "localhost"))
-    files["client.pem"], files["client.key"] = client_cert(ca_cert, ca_key, CLIENT)
-    files["rogue-client.pem"], files["rogue-client.key"] = client_cert(rogue_cert, rogue_key, CLIENT)
+    files["client.pem"], files["client.key"] = make_client_cert(ca_cert, ca_key, CLIENT)
+    files["rogue-client.pem"], files["rogue-client.key"] = make_client_cert(rogue_cert, rogue_key, CLIENT)
     files["token"] = (TOKEN + "\n").encode()
     for name, data in files.items():
         (d / name).write_bytes(data)
